@@ -1,0 +1,11 @@
+//! Scene data shared by every stage of splatdiff: cameras and their
+//! conventions, posed-image datasets in the `transforms.json` format, float
+//! image maps (depth, normals, masks), Gaussian splat file formats, and a CPU
+//! rasterizer that turns a triangle mesh into exact depth/normal/mask passes.
+
+pub mod atomic;
+pub mod camera;
+pub mod error;
+
+pub use camera::{Camera, Intrinsics};
+pub use error::{Result, SceneError};
