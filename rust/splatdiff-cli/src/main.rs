@@ -1,1 +1,159 @@
-fn main() {}
+//! `splatdiff`: the command-line face of the pipeline, for pipeline
+//! engineers and scripted runs. The Blender add-on and this tool share the
+//! same work folders and manifests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use splatdiff_pipeline::{run_pipeline, Job, RunConfig, WorkDir};
+use splatdiff_scene::ply::{read_splats, write_splats};
+use splatdiff_scene::splat_file::write_splat_file;
+use splatdiff_scene::transforms::read_transforms;
+
+#[derive(Parser)]
+#[command(name = "splatdiff", version, about = "Restyle a 3D object by text prompt and bring it back as Gaussian splats")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the native stages after capture in a work folder (resumes finished stages).
+    Run {
+        /// The run's work folder, holding a finished `capture` stage.
+        #[arg(long)]
+        work: PathBuf,
+        /// Run config as JSON (see README); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Re-run this stage and those after it even if their settings changed.
+        #[arg(long)]
+        restart_from: Option<String>,
+    },
+    /// Print what a splat PLY, a transforms.json or a work folder holds.
+    Info { path: PathBuf },
+    /// Convert a splat file: `.ply` to `.ply` (standard layout) or `.splat`.
+    Convert { input: PathBuf, output: PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("splatdiff: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run { work, config, restart_from } => run(&work, config.as_deref(), restart_from),
+        Command::Info { path } => info(&path),
+        Command::Convert { input, output } => convert(&input, &output),
+    }
+}
+
+fn run(work: &Path, config: Option<&Path>, restart_from: Option<String>) -> Result<()> {
+    let mut config: RunConfig = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: invalid run config", path.display()))?
+        }
+        None => RunConfig::default(),
+    };
+    if restart_from.is_some() {
+        config.restart_from = restart_from;
+    }
+    let work = WorkDir::open(work)?;
+    let mut job = Job::spawn("pipeline", move |ctx| run_pipeline(&work, &config, ctx));
+    let bar = ProgressBar::new(1000);
+    bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:40}] {percent:>3}% {msg}").expect("valid template"));
+    let outcome = loop {
+        for line in job.take_log() {
+            bar.println(line);
+        }
+        let status = job.status();
+        bar.set_prefix(status.stage);
+        bar.set_position((status.progress * 1000.0) as u64);
+        bar.set_message(status.message);
+        if let Some(outcome) = job.take_outcome() {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in job.take_log() {
+        bar.println(line);
+    }
+    bar.finish_and_clear();
+    let result = outcome?;
+    for stage in result["stages"].as_array().into_iter().flatten() {
+        let status = stage["status"].as_str().unwrap_or("?").replace('_', " ");
+        println!("{:>10}: {status}", stage["name"].as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+fn info(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let manifest = WorkDir::open(path)?.manifest()?;
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    match extension(path).as_str() {
+        "ply" => {
+            let splats = read_splats(path)?;
+            let (mut lo, mut hi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+            for p in &splats.positions {
+                for k in 0..3 {
+                    lo[k] = lo[k].min(p[k]);
+                    hi[k] = hi[k].max(p[k]);
+                }
+            }
+            println!("{}: {} splats, SH degree {}", path.display(), splats.len(), splats.sh_degree);
+            println!("bounds: {lo:?} .. {hi:?}");
+            for (name, _) in &splats.extra {
+                println!("extra property: {name}");
+            }
+        }
+        "json" => {
+            let dataset = read_transforms(path)?;
+            for warning in &dataset.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let first = &dataset.frames[0].camera.intrinsics;
+            println!(
+                "{}: {} frames, {}x{}, fx {:.2} fy {:.2} cx {:.2} cy {:.2}",
+                path.display(),
+                dataset.frames.len(),
+                first.width,
+                first.height,
+                first.fx,
+                first.fy,
+                first.cx,
+                first.cy
+            );
+            let with_depth = dataset.frames.iter().filter(|f| f.depth_path.is_some()).count();
+            println!("frames with depth: {with_depth}");
+        }
+        other => bail!("{}: cannot tell what a '.{other}' file is (expected .ply, .json or a work folder)", path.display()),
+    }
+    Ok(())
+}
+
+fn convert(input: &Path, output: &Path) -> Result<()> {
+    let splats = read_splats(input)?;
+    match extension(output).as_str() {
+        "ply" => write_splats(output, &splats)?,
+        "splat" => write_splat_file(output, &splats)?,
+        other => bail!("{}: unknown output format '.{other}' (expected .ply or .splat)", output.display()),
+    }
+    println!("wrote {} splats to {}", splats.len(), output.display());
+    Ok(())
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
+}

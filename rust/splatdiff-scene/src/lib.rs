@@ -6,6 +6,9 @@
 pub mod atomic;
 pub mod camera;
 pub mod error;
+pub mod ply;
+pub mod raster;
 
 pub use camera::{Camera, Intrinsics};
 pub use error::{Result, SceneError};
+pub use ply::{read_splats, write_splats, GaussianSplats, PlyTable};
