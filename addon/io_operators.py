@@ -56,9 +56,11 @@ class IMPORT_SCENE_OT_splatdiff_ply(Operator, ImportHelper):
             imported.append(obj)
         if not imported:
             return {'CANCELLED'}
-        for obj in imported:  # several files: all selected, the last one active
-            if context.view_layer.objects.get(obj.name) is obj:
+        for obj in imported[:-1]:  # several files: all selected, the last one active
+            try:
                 obj.select_set(True)
+            except RuntimeError:
+                pass  # not in the view layer
         total = sum(len(obj.data.vertices) for obj in imported)
         if not failed:
             self.report({'INFO'}, f"Imported {total:,} splats into {len(imported)} object(s)")
@@ -84,7 +86,7 @@ class EXPORT_SCENE_OT_splatdiff_ply(Operator, ExportHelper):
         # Keep a typed ".splat" extension; anything else gets ".ply".
         if self.filepath.lower().endswith(".splat"):
             return False
-        return super().check(context)
+        return ExportHelper.check(self, context)
 
     def execute(self, context):
         path = self.filepath

@@ -82,10 +82,15 @@ def import_splats(context, path, *, name=None, collection=None, radius_scale=1.0
     data = native.load().read_ply(path)
 
     count = int(data["count"])
-    positions = np.frombuffer(data["positions"], np.float32)
-    columns = [(col_name, np.frombuffer(buf, np.float32)) for col_name, buf in data["columns"]]
-    display_color = np.frombuffer(data["display_color"], np.float32)
-    display_radius = np.frombuffer(data["display_radius"], np.float32)
+    sh_degree = int(data["sh_degree"])
+    # The columns are consumed one by one while the mesh is filled, each
+    # buffer freed as soon as it is copied: peak memory stays near one copy
+    # of the splats instead of two (the native result + the mesh).
+    columns = list(data.pop("columns"))
+    positions = np.frombuffer(data.pop("positions"), np.float32)
+    display_color = np.frombuffer(data.pop("display_color"), np.float32)
+    display_radius = np.frombuffer(data.pop("display_radius"), np.float32)
+    del data
     _check_lengths(path, count, positions, columns, display_color, display_radius)
 
     if name is None:
@@ -98,7 +103,7 @@ def import_splats(context, path, *, name=None, collection=None, radius_scale=1.0
     try:
         _fill_mesh(mesh, count, positions, columns, display_color, display_radius)
         obj = bpy.data.objects.new(name, mesh)
-        obj[PROP_SH_DEGREE] = int(data["sh_degree"])
+        obj[PROP_SH_DEGREE] = sh_degree
         obj[PROP_SOURCE] = path
         add_display_modifier(obj, radius_scale)
         collection.objects.link(obj)
@@ -113,14 +118,13 @@ def import_splats(context, path, *, name=None, collection=None, radius_scale=1.0
 
 
 def _check_lengths(path, count, positions, columns, display_color, display_radius):
-    expected = {"positions": (positions, 3), "display_color": (display_color, 4), "display_radius": (display_radius, 1)}
-    expected.update((f"column {n!r}", (a, 1)) for n, a in columns)
-    for what, (array, width) in expected.items():
-        if array.size != count * width:
+    sizes = {"positions": (positions.size, 3), "display_color": (display_color.size, 4),
+             "display_radius": (display_radius.size, 1)}
+    sizes.update((f"column {n!r}", (memoryview(buf).nbytes // 4, 1)) for n, buf in columns)
+    for what, (size, width) in sizes.items():
+        if size != count * width:
             # A broken native module, not bad input: say so precisely.
-            raise RuntimeError(
-                f"{path}: native read_ply returned {array.size} values for {what}, expected {count * width}"
-            )
+            raise RuntimeError(f"{path}: native read_ply returned {size} values for {what}, expected {count * width}")
 
 
 def _fill_mesh(mesh, count, positions, columns, display_color, display_radius):
@@ -136,11 +140,13 @@ def _fill_mesh(mesh, count, positions, columns, display_color, display_radius):
     attributes = mesh.attributes
     # Each attribute is filled right after it is created: adding an attribute
     # reallocates the layer array and invalidates earlier Python references.
-    for col_name, values in columns:
-        if col_name in _DISPLAY_ATTRIBUTES:
-            continue  # a file property that clashes with our display data: display wins
-        attribute = _new_attribute(attributes, col_name, 'FLOAT')
-        attribute.data.foreach_set("value", values)
+    # ``columns`` is emptied on the way so that each buffer is freed once copied.
+    columns.reverse()
+    while columns:
+        col_name, buf = columns.pop()
+        if col_name not in _DISPLAY_ATTRIBUTES:  # a clash with our display data: display wins
+            _new_attribute(attributes, col_name, 'FLOAT').data.foreach_set("value", np.frombuffer(buf, np.float32))
+        del buf
     _new_attribute(attributes, DISPLAY_COLOR, 'FLOAT_COLOR').data.foreach_set("color", display_color)
     _new_attribute(attributes, DISPLAY_RADIUS, 'FLOAT').data.foreach_set("value", display_radius)
     mesh.update()
@@ -169,10 +175,13 @@ def _active_collection(context):
 def _select_only(context, obj):
     view_layer = context.view_layer
     for other in list(view_layer.objects.selected):
-        other.select_set(False)
-    if view_layer.objects.get(obj.name) is obj:
-        obj.select_set(True)
+        if other is not None:  # a stale entry after objects were removed, until the layer resyncs
+            other.select_set(False)
+    try:
+        obj.select_set(True, view_layer=view_layer)
         view_layer.objects.active = obj
+    except (RuntimeError, ValueError):
+        pass  # the collection is not in this view layer (or is excluded): nothing to select
 
 
 # ------------------------------------------------------------------- display
@@ -182,7 +191,7 @@ def add_display_modifier(obj, radius_scale=1.0):
     """Adds (or reuses) the Geometry Nodes display modifier on a splat object."""
     group = ensure_node_group()
     modifier = next(
-        (m for m in obj.modifiers if m.type == 'NODES' and m.node_group is group), None
+        (m for m in obj.modifiers if m.type == 'NODES' and m.node_group == group), None
     )
     if modifier is None:
         modifier = obj.modifiers.new(MODIFIER_NAME, 'NODES')
@@ -280,12 +289,14 @@ def _build_material():
     material[_VERSION_KEY] = _DISPLAY_VERSION
     if hasattr(material, "use_nodes") and not material.use_nodes:
         material.use_nodes = True  # always on (and deprecated) in 5.0
-    # Eevee: alpha blending. 4.2+ (Eevee Next) uses surface_render_method;
-    # blend_method is the legacy setting (gone in 5.x).
+    # Eevee: stochastic (dithered) transparency is order-independent, which
+    # suits thousands of overlapping points in one object (blended mode sorts
+    # per object only). 4.2+ (Eevee Next): surface_render_method; before:
+    # blend_method (removed in 5.x).
     if hasattr(material, "surface_render_method"):
-        material.surface_render_method = 'BLENDED'
+        material.surface_render_method = 'DITHERED'
     elif hasattr(material, "blend_method"):  # pragma: no cover - before 4.2
-        material.blend_method = 'BLEND'
+        material.blend_method = 'HASHED'
     material.diffuse_color = (0.8, 0.8, 0.8, 1.0)
 
     tree = material.node_tree

@@ -298,7 +298,7 @@ def test_node_group_and_material_are_reused(tmp_path, splat_io, native, clean_sc
     path = write_ply_numpy(tmp_path / "small.ply", random_splats(20, 0))
     first = splat_io.import_splats(bpy.context, path)
     second = splat_io.import_splats(bpy.context, path)
-    assert first.modifiers[0].node_group is second.modifiers[0].node_group
+    assert first.modifiers[0].node_group == second.modifiers[0].node_group
     assert len([g for g in bpy.data.node_groups if g.name.startswith(splat_io.NODE_GROUP_NAME)]) == 1
     assert len([m for m in bpy.data.materials if m.name.startswith(splat_io.MATERIAL_NAME)]) == 1
     assert first["splatdiff_sh_degree"] == 0
@@ -460,7 +460,10 @@ def test_cycles_render_shows_splat_colour(tmp_path, splat_io, native, clean_scen
         if background is not None:
             background.inputs["Color"].default_value = (0, 0, 0, 1)
     image = None
+    hidden = [o for o in scene.objects if o not in (obj, camera) and not o.hide_render]
     try:
+        for other in hidden:  # the startup file's cube would hide the splats
+            other.hide_render = True
         scene.camera = camera
         scene.world = world
         scene.render.engine = 'CYCLES'
@@ -491,6 +494,8 @@ def test_cycles_render_shows_splat_colour(tmp_path, splat_io, native, clean_scen
         brightest = rgb[np.argmax(rgb[:, 0])]
         np.testing.assert_allclose(brightest, expected, atol=0.06)
     finally:
+        for other in hidden:
+            other.hide_render = False
         if image is not None:
             bpy.data.images.remove(image)
         scene.render.engine = saved["engine"]
@@ -503,3 +508,25 @@ def test_cycles_render_shows_splat_colour(tmp_path, splat_io, native, clean_scen
         bpy.data.objects.remove(camera)
         bpy.data.cameras.remove(camera_data)
         bpy.data.worlds.remove(world)
+
+
+def test_export_operator_keeps_splat_extension(operators):
+    """The file browser's extension check keeps a typed .splat and fixes anything else to .ply."""
+    cls = bpy.types.EXPORT_SCENE_OT_splatdiff_ply
+    for typed, expected in [("/tmp/a.splat", "/tmp/a.splat"), ("/tmp/a", "/tmp/a.ply"),
+                            ("/tmp/a.ply", "/tmp/a.ply"), ("/tmp/a.txt", "/tmp/a.ply")]:
+        fake = types.SimpleNamespace(filepath=typed, filename_ext=".ply", check_extension=True)
+        cls.check(fake, bpy.context)
+        assert fake.filepath == expected, typed
+
+
+def test_import_operator_reports_missing_native_module(tmp_path, operators, splat_io, monkeypatch, clean_scene):
+    def missing():
+        raise splat_io.native.NativeMissing("splatdiff's native module (splatdiff_native) is not installed")
+
+    monkeypatch.setattr(splat_io.native, "load", missing)
+    path = write_ply_numpy(tmp_path / "fine.ply", random_splats(5, 0))
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.import_scene.splatdiff_ply(filepath=str(path))
+    assert "Traceback" not in str(info.value) and "not installed" in str(info.value)
+    _assert_nothing_new(clean_scene)

@@ -14,7 +14,11 @@ use splatdiff_scene::splat_file::write_splat_file;
 use splatdiff_scene::transforms::read_transforms;
 
 #[derive(Parser)]
-#[command(name = "splatdiff", version, about = "Restyle a 3D object by text prompt and bring it back as Gaussian splats")]
+#[command(
+    name = "splatdiff",
+    version,
+    about = "Restyle a 3D object by text prompt and bring it back as Gaussian splats"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,7 +142,9 @@ fn info(path: &Path) -> Result<()> {
             let with_depth = dataset.frames.iter().filter(|f| f.depth_path.is_some()).count();
             println!("frames with depth: {with_depth}");
         }
-        other => bail!("{}: cannot tell what a '.{other}' file is (expected .ply, .json or a work folder)", path.display()),
+        other => {
+            bail!("{}: cannot tell what a '.{other}' file is (expected .ply, .json or a work folder)", path.display())
+        }
     }
     Ok(())
 }

@@ -177,7 +177,12 @@ impl Job {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        self.shared.outcome.lock().unwrap().take().unwrap_or_else(|| Err(PipelineError::Internal("job outcome already taken".into())))
+        self.shared
+            .outcome
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| Err(PipelineError::Internal("job outcome already taken".into())))
     }
 }
 

@@ -123,7 +123,10 @@ fn frame_points(frame: &Frame) -> Result<FramePoints> {
     if (depth.width, depth.height) != (k.width, k.height) || depth.channels != 1 {
         return Err(SceneError::invalid(
             depth_path,
-            format!("depth is {}x{}x{}, expected {}x{}x1", depth.width, depth.height, depth.channels, k.width, k.height),
+            format!(
+                "depth is {}x{}x{}, expected {}x{}x1",
+                depth.width, depth.height, depth.channels, k.width, k.height
+            ),
         )
         .into());
     }
@@ -146,8 +149,8 @@ fn frame_points(frame: &Frame) -> Result<FramePoints> {
         for x in 0..k.width {
             let i = (y * k.width + x) as usize;
             let d = depth.data[i];
-            let covered = mask.as_ref().map_or(true, |m| m.get(i).is_some_and(|&v| v >= 128));
-            if !(d.is_finite() && d > 0.0) || !covered {
+            let covered = mask.as_ref().is_none_or(|m| m.get(i).is_some_and(|&v| v >= 128));
+            if !(d.is_finite() && d > 0.0 && covered) {
                 continue;
             }
             let px = image.get_pixel(x, y).0;

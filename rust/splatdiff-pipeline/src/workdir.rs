@@ -123,8 +123,8 @@ impl WorkDir {
             }
             Err(e) => return Err(PipelineError::io(&path, e)),
         };
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| PipelineError::invalid(&path, format!("corrupt manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| PipelineError::invalid(&path, format!("corrupt manifest: {e}")))?;
         if manifest.format != MANIFEST_FORMAT {
             return Err(PipelineError::invalid(
                 &path,
@@ -200,7 +200,8 @@ impl WorkDir {
     pub fn commit(&self, stage: &str, outputs: Value) -> Result<PathBuf> {
         check_stage_name(&self.root, stage)?;
         let mut manifest = self.manifest()?;
-        let Some(record) = manifest.stages.iter_mut().find(|r| r.name == stage && r.status == RecordStatus::Running) else {
+        let Some(record) = manifest.stages.iter_mut().find(|r| r.name == stage && r.status == RecordStatus::Running)
+        else {
             return Err(PipelineError::invalid(self.manifest_path(), format!("stage '{stage}' was not started")));
         };
         let staging = self.staging_dir(stage);
@@ -214,9 +215,8 @@ impl WorkDir {
         std::fs::rename(&staging, &dest).map_err(|e| PipelineError::io(&dest, e))?;
         record.status = RecordStatus::Finished;
         record.outputs = outputs;
-        record.finished_at = Some(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        );
+        record.finished_at =
+            Some(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
         self.save(&manifest)?;
         Ok(dest)
     }

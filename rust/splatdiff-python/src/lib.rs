@@ -23,7 +23,12 @@ use splatdiff_scene::raster::TriangleMesh;
 use splatdiff_scene::splat_file::write_splat_file;
 use splatdiff_scene::SceneError;
 
-create_exception!(splatdiff_native, SplatdiffError, PyException, "Bad input or a failed stage; the message names the file.");
+create_exception!(
+    splatdiff_native,
+    SplatdiffError,
+    PyException,
+    "Bad input or a failed stage; the message names the file."
+);
 create_exception!(splatdiff_native, Cancelled, SplatdiffError, "The job was cancelled.");
 
 fn scene_err(e: SceneError) -> PyErr {
@@ -191,8 +196,9 @@ impl Job {
         corner_normals: &Bound<'_, PyAny>,
     ) -> PyResult<Job> {
         let positions = buffer_vec::<f32>(positions, "positions", None)?;
-        let triangles = buffer_vec::<u32>(triangles, "triangles", None)
-            .or_else(|_| buffer_vec::<i32>(triangles, "triangles", None).map(|v| v.into_iter().map(|i| i as u32).collect()))?;
+        let triangles = buffer_vec::<u32>(triangles, "triangles", None).or_else(|_| {
+            buffer_vec::<i32>(triangles, "triangles", None).map(|v| v.into_iter().map(|i| i as u32).collect())
+        })?;
         let normals = buffer_vec::<f32>(corner_normals, "corner_normals", None)?;
         if positions.len() % 3 != 0 || triangles.len() % 3 != 0 {
             return Err(SplatdiffError::new_err("positions and triangles must hold multiples of 3 values"));

@@ -48,11 +48,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn temporary_sibling(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let unique = format!(
-        ".{name}.{}.{}.partial",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let unique = format!(".{name}.{}.{}.partial", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
     path.with_file_name(unique)
 }
 

@@ -101,7 +101,10 @@ impl Camera {
         let right = right.normalize();
         let up = right.cross(forward);
         let rot = Mat3::from_cols(right, up, -forward);
-        Self::new(Mat4::from_cols(rot.x_axis.extend(0.0), rot.y_axis.extend(0.0), rot.z_axis.extend(0.0), eye.extend(1.0)), intrinsics)
+        Self::new(
+            Mat4::from_cols(rot.x_axis.extend(0.0), rot.y_axis.extend(0.0), rot.z_axis.extend(0.0), eye.extend(1.0)),
+            intrinsics,
+        )
     }
 
     /// World-to-camera transform (Blender/OpenGL camera space).

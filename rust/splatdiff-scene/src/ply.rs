@@ -39,18 +39,14 @@ impl PlyTable {
     /// column of the wrong length, or a name PLY cannot hold.
     fn problem(&self) -> Option<String> {
         for (i, (name, values)) in self.columns.iter().enumerate() {
-            if name.is_empty() || name.chars().any(char::is_whitespace) || !name.is_ascii() {
-                return Some(format!("property name {name:?} is not a non-empty ASCII word"));
+            if name.is_empty() || name.chars().any(char::is_whitespace) {
+                return Some(format!("property name {name:?} is not a non-empty word without spaces"));
             }
             if self.columns[..i].iter().any(|(n, _)| n == name) {
                 return Some(format!("property '{name}' appears twice"));
             }
             if values.len() != self.count {
-                return Some(format!(
-                    "property '{name}' has {} values for {} vertices",
-                    values.len(),
-                    self.count
-                ));
+                return Some(format!("property '{name}' has {} values for {} vertices", values.len(), self.count));
             }
         }
         None
@@ -74,7 +70,7 @@ pub fn parse_ply_table(bytes: &[u8], path: &Path) -> Result<PlyTable> {
         Format::Binary { big_endian } => read_binary_body(body, header.body_start, &header.elements, big_endian),
     }
     .map_err(bad)?;
-    let vertex = header.elements.iter().find(|e| e.name == "vertex").map_or(0, |e| e.count);
+    let vertex = header.elements.iter().find(|e| e.is_vertex()).map_or(0, |e| e.count);
     Ok(PlyTable { count: vertex, columns })
 }
 
@@ -117,8 +113,7 @@ const BLOCK_ROWS: usize = 1024;
 /// from any direction is `0.5 + SH_C0 · f_dc` plus the higher bands.
 pub const SH_C0: f32 = 0.282_094_8;
 
-/// Properties every 3DGS file has, in the standard order (`nx ny nz` and the
-/// `f_rest_*` block are handled separately).
+/// Property names of the 3DGS layout (the `f_rest_*` block aside).
 const POSITION: [&str; 3] = ["x", "y", "z"];
 const NORMAL: [&str; 3] = ["nx", "ny", "nz"];
 const SH_DC: [&str; 3] = ["f_dc_0", "f_dc_1", "f_dc_2"];
@@ -162,6 +157,7 @@ impl GaussianSplats {
         self.positions.len()
     }
 
+    /// Whether there are no splats.
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
@@ -207,9 +203,7 @@ impl GaussianSplats {
         if let Some(problem) = table.problem() {
             return Err(bad(problem));
         }
-        let required: Vec<&str> =
-            POSITION.iter().chain(&SH_DC).chain(&[OPACITY]).chain(&SCALE).chain(&ROTATION).copied().collect();
-        let missing: Vec<&str> = required.iter().copied().filter(|n| table.column(n).is_none()).collect();
+        let missing: Vec<&str> = required_properties().filter(|n| table.column(n).is_none()).collect();
         if !missing.is_empty() {
             return Err(bad(format!("missing vertex properties: {}", missing.join(", "))));
         }
@@ -226,26 +220,22 @@ impl GaussianSplats {
 
         let rest_count = table.columns.iter().filter(|(n, _)| n.starts_with(REST_PREFIX)).count();
         let sh_degree = (0..=3).find(|&d| sh_rest_count(d) == rest_count).ok_or_else(|| {
-            bad(format!(
-                "{rest_count} f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)"
-            ))
+            bad(format!("{rest_count} f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)"))
         })?;
         let rest_names: Vec<String> = (0..rest_count).map(|i| format!("{REST_PREFIX}{i}")).collect();
         let rest_columns = rest_names
             .iter()
             .map(|name| {
                 table.column(name).ok_or_else(|| {
-                    bad(format!("f_rest_* properties must be numbered f_rest_0 to f_rest_{}; '{name}' is missing", rest_count - 1))
+                    bad(format!(
+                        "f_rest_* properties must be numbered f_rest_0 to f_rest_{}; '{name}' is missing",
+                        rest_count - 1
+                    ))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let extra = table
-            .columns
-            .iter()
-            .filter(|(name, _)| !is_standard_property(name) && !NORMAL.contains(&name.as_str()))
-            .cloned()
-            .collect();
+        let extra = table.columns.iter().filter(|(name, _)| !is_standard_property(name)).cloned().collect();
         Ok(Self {
             positions: gather(POSITION.map(column)),
             sh_dc: gather(SH_DC.map(column)),
@@ -324,6 +314,7 @@ pub fn write_splats(path: &Path, splats: &GaussianSplats) -> Result<()> {
     write_ply_table(path, &splats.to_table())
 }
 
+/// The logistic function, which turns a stored opacity logit into opacity.
 pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -336,10 +327,15 @@ fn srgb_to_linear(c: f32) -> f32 {
     }
 }
 
-/// Whether `name` is one of the properties [`GaussianSplats`] interprets.
+/// The properties [`GaussianSplats::from_table`] requires.
+fn required_properties() -> impl Iterator<Item = &'static str> {
+    POSITION.into_iter().chain(SH_DC).chain([OPACITY]).chain(SCALE).chain(ROTATION)
+}
+
+/// Whether `name` is one of the properties [`GaussianSplats`] interprets or
+/// writes itself (normals).
 fn is_standard_property(name: &str) -> bool {
-    let standard = POSITION.iter().chain(&NORMAL).chain(&SH_DC).chain(&[OPACITY]).chain(&SCALE).chain(&ROTATION);
-    standard.copied().any(|n| n == name) || name.starts_with(REST_PREFIX)
+    required_properties().chain(NORMAL).any(|n| n == name) || name.starts_with(REST_PREFIX)
 }
 
 /// Zips `W` equally long columns into rows.
@@ -499,8 +495,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
             continue; // the "ply" line, checked above
         }
         let line_no = index + 1;
-        let line = std::str::from_utf8(raw)
-            .map_err(|_| format!("PLY header line {line_no} is not UTF-8 text"))?;
+        let line = std::str::from_utf8(raw).map_err(|_| format!("PLY header line {line_no} is not UTF-8 text"))?;
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         let err = |what: &str| format!("PLY header line {line_no} ({:?}): {what}", line.trim());
         match words.as_slice() {
@@ -600,8 +595,15 @@ fn read_binary_body(
         }
         let (layout, stride) = element.scalar_layout();
         if element.has_lists() {
-            let (end, packed) = walk_list_rows(body, pos, element, big_endian, element.is_vertex())
-                .map_err(|row| format!("{} (row {row} of {})", truncated(min_bytes), element.count))?;
+            let (end, packed) = walk_list_rows(body, pos, element, big_endian, element.is_vertex()).map_err(|row| {
+                format!(
+                    "truncated PLY data: row {row} of the {} rows of element '{}' runs past the end of the \
+                     file ({} bytes) or has a negative list length",
+                    element.count,
+                    element.name,
+                    body_start + body.len()
+                )
+            })?;
             if element.is_vertex() {
                 columns = decode_rows(&packed, element, &layout, stride, big_endian);
             }
@@ -692,9 +694,8 @@ fn fill_columns_blocked<F>(count: usize, width: usize, fill: F) -> Vec<Vec<f32>>
 where
     F: Fn(usize, &mut [&mut [f32]]) + Sync,
 {
-    let mut columns = vec![vec![0.0f32; count]; width];
-    let mut blocks: Vec<Vec<&mut [f32]>> =
-        (0..count.div_ceil(BLOCK_ROWS)).map(|_| Vec::with_capacity(width)).collect();
+    let mut columns: Vec<Vec<f32>> = (0..width).map(|_| vec![0.0; count]).collect();
+    let mut blocks: Vec<Vec<&mut [f32]>> = (0..count.div_ceil(BLOCK_ROWS)).map(|_| Vec::with_capacity(width)).collect();
     for column in &mut columns {
         for (block, chunk) in blocks.iter_mut().zip(column.chunks_mut(BLOCK_ROWS)) {
             block.push(chunk);
@@ -741,11 +742,8 @@ fn read_ascii_body(body: &[u8], elements: &[Element]) -> Result<Vec<(String, Vec
             ));
         }
         let keep = element.is_vertex();
-        let mut values: Vec<Vec<f32>> = if keep {
-            element.scalar_names().map(|_| Vec::with_capacity(element.count)).collect()
-        } else {
-            Vec::new()
-        };
+        let mut values: Vec<Vec<f32>> =
+            if keep { element.scalar_names().map(|_| Vec::with_capacity(element.count)).collect() } else { Vec::new() };
         for row in 0..element.count {
             let mut next = |prop: &str| {
                 let token = tokens.next().ok_or_else(|| {

@@ -162,7 +162,7 @@ fn draw_triangle(v: [ClipVertex; 3], camera: &Camera, zbuffer: &mut [f32], passe
             let inv = b[0] * inv_depth[0] + b[1] * inv_depth[1] + b[2] * inv_depth[2];
             let depth = 1.0 / inv;
             let i = y as usize * passes.width as usize + x as usize;
-            if !(depth < zbuffer[i]) {
+            if depth.partial_cmp(&zbuffer[i]) != Some(std::cmp::Ordering::Less) {
                 continue;
             }
             zbuffer[i] = depth;

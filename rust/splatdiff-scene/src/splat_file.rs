@@ -21,12 +21,8 @@ const RECORD: usize = 32;
 /// Writes `splats` as a `.splat` file, atomically.
 pub fn write_splat_file(path: &Path, splats: &GaussianSplats) -> Result<()> {
     splats.validate().map_err(|problem| SceneError::invalid(path, problem))?;
-    let importance: Vec<f32> = splats
-        .scales
-        .iter()
-        .zip(&splats.opacity)
-        .map(|(s, &o)| (s[0] + s[1] + s[2]).exp() * sigmoid(o))
-        .collect();
+    let importance: Vec<f32> =
+        splats.scales.iter().zip(&splats.opacity).map(|(s, &o)| (s[0] + s[1] + s[2]).exp() * sigmoid(o)).collect();
     let mut order: Vec<usize> = (0..splats.len()).collect();
     order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
     write_atomic(path, |w| {

@@ -78,9 +78,8 @@ fn setup(root: &Path) -> Result<PathBuf> {
 /// A Python 3.11 interpreter (Blender 4.2 to 4.5 embed 3.11; bpy 4.5 needs it).
 fn find_python311() -> Result<PathBuf> {
     for candidate in ["python3.11", "python3", "python"] {
-        let version = output_ok(
-            Command::new(candidate).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
-        );
+        let version =
+            output_ok(Command::new(candidate).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]));
         if version.as_deref() == Some("3.11") {
             return Ok(PathBuf::from(candidate));
         }
@@ -143,7 +142,9 @@ fn vulkan_driver_present() -> bool {
         return true;
     }
     ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"].iter().any(|dir| {
-        std::fs::read_dir(dir).map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "json"))).unwrap_or(false)
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "json")))
+            .unwrap_or(false)
     })
 }
 
@@ -164,9 +165,7 @@ fn build_native(root: &Path, python: &Path) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .context("maturin built no wheel")?;
     run_cmd(
-        Command::new(python)
-            .args(["-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps"])
-            .arg(&wheel),
+        Command::new(python).args(["-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps"]).arg(&wheel),
     )?;
     Ok(wheel)
 }
@@ -180,12 +179,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     let python = setup(root)?;
     let out = root.join("out/demo");
-    run_cmd(
-        Command::new(&python)
-            .args(["blender_scripts/run_pipeline.py", "--demo", "--out"])
-            .arg(&out)
-            .args(extra),
-    )?;
+    run_cmd(Command::new(&python).args(["blender_scripts/run_pipeline.py", "--demo", "--out"]).arg(&out).args(extra))?;
     eprintln!("xtask: demo results are in {}", out.display());
     Ok(())
 }
