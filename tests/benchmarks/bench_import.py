@@ -18,7 +18,6 @@ process's peak RSS. Not a test: it prints figures and exits 0.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib

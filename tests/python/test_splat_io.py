@@ -5,7 +5,6 @@ or with the native ``write_ply``; every imported attribute is compared
 bit-for-bit with the file's values.
 """
 
-import importlib.util
 import pathlib
 import sys
 import types
@@ -246,7 +245,7 @@ def test_import_native_written_sh3(tmp_path, splat_io, native, clean_scene):
     props = random_splats(1000, 3, seed=1)
     path = native_write(tmp_path / "garden.ply", props)
     on_disk = read_ply_numpy(path)  # the file's own values, read independently
-    collection = bpy.context.scene.collection
+    active_collection = bpy.context.collection
     obj = splat_io.import_splats(bpy.context, path)
     on_disk_props = {n: a for n, a in on_disk.items() if n not in ("nx", "ny", "nz")}
     _check_imported(obj, on_disk_props, splat_io)
@@ -255,7 +254,7 @@ def test_import_native_written_sh3(tmp_path, splat_io, native, clean_scene):
     assert obj["splatdiff_source"] == str(path)
     assert bpy.context.view_layer.objects.active is obj
     assert obj.select_get()
-    assert obj.name in bpy.context.collection.objects or obj.name in collection.objects
+    assert obj.users_collection == (active_collection,)
     # Display data equal to what the native reader computes.
     data = native.read_ply(str(path))
     np.testing.assert_array_equal(
