@@ -18,7 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use serde_json::Value;
 use splatdiff_pipeline::{passes, run_pipeline, PipelineError, RunConfig, StageState, WorkDir};
-use splatdiff_scene::ply::{read_ply_table, write_splats, GaussianSplats, PlyTable};
+use splatdiff_scene::ply::{
+    display_radius, display_rgba_linear, read_ply_table, write_splats, GaussianSplats, PlyTable,
+};
 use splatdiff_scene::raster::TriangleMesh;
 use splatdiff_scene::splat_file::write_splat_file;
 use splatdiff_scene::SceneError;
@@ -42,12 +44,14 @@ fn pipeline_err(e: PipelineError) -> PyErr {
     }
 }
 
-fn f32_bytes<'py>(py: Python<'py>, values: &[f32]) -> Bound<'py, PyBytes> {
-    let mut bytes = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    PyBytes::new(py, &bytes)
+/// Little-endian bytes of `values`, written straight into the Python object.
+fn f32_bytes<'py>(py: Python<'py>, values: impl ExactSizeIterator<Item = f32>) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, values.len() * 4, |buf| {
+        for (out, v) in buf.chunks_exact_mut(4).zip(values) {
+            out.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    })
 }
 
 /// Copies a buffer of `T` with exactly `expected` items (when given).
@@ -64,29 +68,37 @@ fn buffer_vec<T: Element + Copy>(obj: &Bound<'_, PyAny>, what: &str, expected: O
     Ok(values)
 }
 
-/// Reads a 3DGS PLY: see the .pyi for the returned dict.
+/// Reads a 3DGS PLY: see the .pyi for the returned dict. The columns go
+/// to Python as they were read, with no typed copy in between: this is the
+/// hot path of importing a million splats into Blender.
 #[pyfunction]
 fn read_ply<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let (table, splats) = py
-        .detach(|| -> Result<(PlyTable, GaussianSplats), SceneError> {
+    let (table, sh_degree) = py
+        .detach(|| -> Result<(PlyTable, u32), SceneError> {
             let table = read_ply_table(&path)?;
-            let splats = GaussianSplats::from_table(&table, &path)?;
-            Ok((table, splats))
+            let sh_degree = GaussianSplats::check_table(&table, &path)?;
+            Ok((table, sh_degree))
         })
         .map_err(scene_err)?;
+    let n = table.count;
+    let column = |name: &str| table.column(name).expect("checked by check_table");
+    let [x, y, z] = ["x", "y", "z"].map(column);
+    let [dc0, dc1, dc2, opacity] = ["f_dc_0", "f_dc_1", "f_dc_2", "opacity"].map(column);
+    let [s0, s1, s2] = ["scale_0", "scale_1", "scale_2"].map(column);
     let out = PyDict::new(py);
-    out.set_item("count", splats.len())?;
-    out.set_item("sh_degree", splats.sh_degree)?;
-    out.set_item("positions", f32_bytes(py, splats.positions.as_flattened()))?;
+    out.set_item("count", n)?;
+    out.set_item("sh_degree", sh_degree)?;
+    out.set_item("positions", f32_bytes(py, (0..n * 3).map(|i| [x, y, z][i % 3][i / 3]))?)?;
     let columns = PyList::empty(py);
     for (name, values) in &table.columns {
         if !matches!(name.as_str(), "x" | "y" | "z") {
-            columns.append((name.as_str(), f32_bytes(py, values)))?;
+            columns.append((name.as_str(), f32_bytes(py, values.iter().copied())?))?;
         }
     }
     out.set_item("columns", columns)?;
-    out.set_item("display_color", f32_bytes(py, splats.display_rgba_linear().as_flattened()))?;
-    out.set_item("display_radius", f32_bytes(py, &splats.display_radius()))?;
+    let rgba: Vec<f32> = (0..n).flat_map(|i| display_rgba_linear([dc0[i], dc1[i], dc2[i]], opacity[i])).collect();
+    out.set_item("display_color", f32_bytes(py, rgba.into_iter())?)?;
+    out.set_item("display_radius", f32_bytes(py, (0..n).map(|i| display_radius([s0[i], s1[i], s2[i]])))?)?;
     Ok(out)
 }
 

@@ -194,11 +194,15 @@ impl GaussianSplats {
         Ok(())
     }
 
-    /// Interprets the vertex properties of a PLY table, found by name.
-    /// `path` names the file in errors: missing properties, an `f_rest_*`
-    /// count that is no SH degree, or a non-finite position, scale or
-    /// rotation (other values may be non-finite and are kept as they are).
-    pub fn from_table(table: &PlyTable, path: &Path) -> Result<Self> {
+    /// Checks that `table` holds valid splats (required properties present,
+    /// finite geometry, a known SH degree) and returns the SH degree, without
+    /// converting anything: for callers that only pass the columns on.
+    pub fn check_table(table: &PlyTable, path: &Path) -> Result<u32> {
+        Ok(Self::table_layout(table, path)?.0)
+    }
+
+    /// The SH degree and `f_rest_*` columns in order, once `table` is checked.
+    fn table_layout<'t>(table: &'t PlyTable, path: &Path) -> Result<(u32, Vec<&'t [f32]>)> {
         let bad = |message: String| SceneError::invalid(path, message);
         if let Some(problem) = table.problem() {
             return Err(bad(problem));
@@ -234,7 +238,16 @@ impl GaussianSplats {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        Ok((sh_degree, rest_columns))
+    }
 
+    /// Interprets the vertex properties of a PLY table, found by name.
+    /// `path` names the file in errors: missing properties, an `f_rest_*`
+    /// count that is no SH degree, or a non-finite position, scale or
+    /// rotation (other values may be non-finite and are kept as they are).
+    pub fn from_table(table: &PlyTable, path: &Path) -> Result<Self> {
+        let (sh_degree, rest_columns) = Self::table_layout(table, path)?;
+        let column = |name: &str| table.column(name).unwrap_or_default();
         let extra = table.columns.iter().filter(|(name, _)| !is_standard_property(name)).cloned().collect();
         Ok(Self {
             positions: gather(POSITION.map(column)),
@@ -283,14 +296,7 @@ impl GaussianSplats {
     /// trains on sRGB images) and converted to linear for a renderer; alpha
     /// is `sigmoid(opacity)`.
     pub fn display_rgba_linear(&self) -> Vec<[f32; 4]> {
-        self.sh_dc
-            .iter()
-            .zip(&self.opacity)
-            .map(|(dc, &opacity)| {
-                let [r, g, b] = dc.map(|c| srgb_to_linear((0.5 + SH_C0 * c).clamp(0.0, 1.0)));
-                [r, g, b, sigmoid(opacity)]
-            })
-            .collect()
+        self.sh_dc.iter().zip(&self.opacity).map(|(dc, &opacity)| display_rgba_linear(*dc, opacity)).collect()
     }
 
     /// Display radius of each splat: twice the geometric mean of its three
@@ -298,8 +304,19 @@ impl GaussianSplats {
     /// sigma, so this radius covers about two sigma, where the splat has
     /// faded to ~14% and most of its visible footprint lies inside.
     pub fn display_radius(&self) -> Vec<f32> {
-        self.scales.iter().map(|s| 2.0 * ((s[0] + s[1] + s[2]) / 3.0).exp()).collect()
+        self.scales.iter().map(|s| display_radius(*s)).collect()
     }
+}
+
+/// One splat's display colour: see [`GaussianSplats::display_rgba_linear`].
+pub fn display_rgba_linear(sh_dc: [f32; 3], opacity: f32) -> [f32; 4] {
+    let [r, g, b] = sh_dc.map(|c| srgb_to_linear((0.5 + SH_C0 * c).clamp(0.0, 1.0)));
+    [r, g, b, sigmoid(opacity)]
+}
+
+/// One splat's display radius from its log-scales: see [`GaussianSplats::display_radius`].
+pub fn display_radius(log_scales: [f32; 3]) -> f32 {
+    2.0 * ((log_scales[0] + log_scales[1] + log_scales[2]) / 3.0).exp()
 }
 
 /// Reads a 3DGS `.ply` file.
