@@ -10,6 +10,10 @@ from .run import Run, RunError, RunSettings
 
 TIMER_INTERVAL = 0.1
 
+# The running operator (one run at a time). Module state, not the
+# WindowManager flag, decides: a reload of the add-on starts afresh.
+_active = None
+
 
 def _expected_errors():
     types = [RunError, OSError, ValueError, RuntimeError]
@@ -51,10 +55,11 @@ class SPLATDIFF_OT_run(Operator):
 
     _timer = None
     _run = None
+    _finished = False
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and not context.window_manager.splatdiff.running
+        return context.scene is not None and _active is None
 
     # ------------------------------------------------------------- helpers
 
@@ -85,6 +90,12 @@ class SPLATDIFF_OT_run(Operator):
         _redraw(context)
 
     def _finish(self, context, error=None, cancelled=False):
+        global _active
+        if self._finished:
+            return {'CANCELLED'}
+        self._finished = True
+        if _active is self:
+            _active = None
         rt = context.window_manager.splatdiff
         run, self._run = self._run, None
         if run is not None:
@@ -155,6 +166,8 @@ class SPLATDIFF_OT_run(Operator):
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_INTERVAL, window=context.window)
         wm.modal_handler_add(self)
+        global _active
+        _active = self
         _redraw(context)
         return {'RUNNING_MODAL'}
 
@@ -187,7 +200,12 @@ class SPLATDIFF_OT_cancel(Operator):
         return context.window_manager.splatdiff.running
 
     def execute(self, context):
-        context.window_manager.splatdiff.cancel_requested = True
+        rt = context.window_manager.splatdiff
+        if _active is None:  # stale state (e.g. the add-on was reloaded during a run)
+            rt.running = False
+            rt.cancel_requested = False
+            return {'FINISHED'}
+        rt.cancel_requested = True
         return {'FINISHED'}
 
 
@@ -206,11 +224,23 @@ class SPLATDIFF_OT_clear_error(Operator):
 classes = (SPLATDIFF_OT_run, SPLATDIFF_OT_cancel, SPLATDIFF_OT_clear_error)
 
 
+@bpy.app.handlers.persistent
+def _cancel_before_load(*_args):
+    """A file is about to load: cancel the run while the scene it must restore still exists."""
+    if _active is not None:
+        _active._finish(bpy.context, cancelled=True)
+
+
 def register():
     for cls in classes:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.load_pre.append(_cancel_before_load)
 
 
 def unregister():
+    if _active is not None:
+        _active._finish(bpy.context, cancelled=True)
+    if _cancel_before_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_cancel_before_load)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -50,6 +50,10 @@ STYLIZER_ITEMS = (
 )
 
 
+# Blender 4.5 warns about "//" paths unless the property says it supports them.
+_PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 0) else set()
+
+
 def _poll_mesh(_self, obj):
     return obj.type == 'MESH'
 
@@ -66,6 +70,7 @@ class SplatdiffSettings(PropertyGroup):
         name="Output Folder",
         subtype='DIR_PATH',
         default="//splatdiff/",
+        options=_PATH_OPTIONS,
         description="Folder of the run: renders, passes, stylized images and splats",
     )
     frames: IntProperty(
@@ -105,12 +110,12 @@ class SplatdiffSettings(PropertyGroup):
     prompt: StringProperty(name="Prompt", default="", description="What the restyled object should look like")
     negative_prompt: StringProperty(name="Negative Prompt", default="", description="What to avoid")
     stylizer: EnumProperty(name="Stylizer", items=STYLIZER_ITEMS, default=0, description="How keyframes are restyled")
-    style_image: StringProperty(name="Style Image", subtype='FILE_PATH', default="", description="Example image of the style (exemplar stylizer)")
+    style_image: StringProperty(name="Style Image", subtype='FILE_PATH', default="", options=_PATH_OPTIONS, description="Example image of the style (exemplar stylizer)")
     command: StringProperty(
         name="Command", default="",
         description="Shell command that restyles one image; {input}, {output} and {prompt} are replaced",
     )
-    model_path: StringProperty(name="Model", subtype='FILE_PATH', default="", description="Diffusion model file or folder")
+    model_path: StringProperty(name="Model", subtype='FILE_PATH', default="", options=_PATH_OPTIONS, description="Diffusion model file or folder")
     strength: FloatProperty(
         name="Strength", default=0.6, min=0.0, max=1.0, subtype='FACTOR',
         description="How far the restyled images may depart from the renders",

@@ -229,10 +229,12 @@ def find_splats(result):
     if isinstance(result.get("splats"), str):
         return result["splats"]
     for _name, info in reversed(_stage_entries(result)):
-        for key in ("outputs", "output"):
-            outputs = info.get(key)
-            if isinstance(outputs, dict) and isinstance(outputs.get("splats"), str):
-                return outputs["splats"]
+        outputs = info.get("outputs")
+        if isinstance(outputs, dict) and isinstance(outputs.get("splats"), str):
+            path = outputs["splats"]
+            if not os.path.isabs(path) and isinstance(info.get("dir"), str):
+                path = os.path.join(info["dir"], path)
+            return path
         if isinstance(info.get("splats"), str):
             return info["splats"]
     return ""
@@ -242,7 +244,8 @@ class Run:
     """A run, advanced by iterating :meth:`steps` (each step yields a :class:`Status`)."""
 
     def __init__(self, context, settings, *, pipeline=True, import_result=True, log=print):
-        self.context = context
+        # The context is not kept: a modal operator's context is only valid
+        # during each call, so later steps use ``bpy.context``.
         self.scene = context.scene
         self.settings = settings
         self.pipeline = pipeline
@@ -311,7 +314,7 @@ class Run:
     def _capture(self):
         mod = native.load()
         opts = self.settings.capture
-        depsgraph = self.context.evaluated_depsgraph_get()
+        depsgraph = bpy.context.evaluated_depsgraph_get()
         arrays = _capture.mesh_arrays(self.obj, depsgraph)
         config = dict(opts.config(), object=self.obj.name, geometry=arrays.fingerprint())
         config_json = canonical_json(config)
@@ -384,4 +387,4 @@ class Run:
         name = f"splatdiff {self.obj.name}"
         collection = bpy.data.collections.new(name)
         self.scene.collection.children.link(collection)
-        return splat_io.import_splats(self.context, path, name=name, collection=collection)
+        return splat_io.import_splats(bpy.context, path, name=name, collection=collection)
