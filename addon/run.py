@@ -118,13 +118,14 @@ class RunResult:
     stages: list = field(default_factory=list)  # (name, status)
     not_built: list = field(default_factory=list)
     splats_path: str = ""
+    splats_kind: str = ""  # "splats", or "initial points" until the train stage exists
     imported: object = None
 
     def summary(self):
         parts = []
         if self.capture_dir:
             parts.append("capture reused" if self.capture_reused else "capture done")
-        done = [name for name, status in self.stages if status in ("done", "reused")]
+        done = [name for name, status in self.stages if status in ("done", "reused", "finished")]
         if done:
             parts.append("stages done: " + ", ".join(done))
         if self.not_built:
@@ -208,36 +209,9 @@ def validate(scene, settings):
     return obj, work_dir
 
 
-def _stage_entries(result):
-    stages = result.get("stages", []) if isinstance(result, dict) else []
-    entries = []
-    if isinstance(stages, dict):
-        for name, info in stages.items():
-            info = info if isinstance(info, dict) else {"status": info}
-            entries.append((name, info))
-    else:
-        for info in stages:
-            if isinstance(info, dict):
-                entries.append((str(info.get("name") or info.get("stage") or "?"), info))
-    return entries
-
-
-def find_splats(result):
-    """The ``"splats"`` path of a pipeline result (top level or a stage's outputs)."""
-    if not isinstance(result, dict):
-        return ""
-    if isinstance(result.get("splats"), str):
-        return result["splats"]
-    for _name, info in reversed(_stage_entries(result)):
-        outputs = info.get("outputs")
-        if isinstance(outputs, dict) and isinstance(outputs.get("splats"), str):
-            path = outputs["splats"]
-            if not os.path.isabs(path) and isinstance(info.get("dir"), str):
-                path = os.path.join(info["dir"], path)
-            return path
-        if isinstance(info.get("splats"), str):
-            return info["splats"]
-    return ""
+def stage_statuses(result):
+    """``[(name, status)]`` of a pipeline result, in run order."""
+    return [(str(info.get("name", "?")), str(info.get("status", ""))) for info in result.get("stages", [])]
 
 
 class Run:
@@ -327,6 +301,8 @@ class Run:
             yield Status(CAPTURE_STAGE, 1.0, "Reusing the finished capture")
             return
         if state in ("finished", "stale"):
+            why = "recapture asked for" if state == "finished" else "capture settings or geometry changed"
+            self.log(f"splatdiff: {why}: discarding the finished capture and the stages built on it")
             mod.stage_discard(work, CAPTURE_STAGE)
         staging = mod.stage_begin(work, CAPTURE_STAGE, config_json)
         centre, radius = _capture.bounding_sphere(arrays.positions)
@@ -368,23 +344,22 @@ class Run:
         text = yield from self._poll(job, "pipeline")
         result = json.loads(text) if text else {}
         self.result.pipeline = result
-        entries = _stage_entries(result)
-        self.result.stages = [(name, str(info.get("status", ""))) for name, info in entries]
+        self.result.stages = stage_statuses(result)
         self.result.not_built = [name for name, status in self.result.stages if status == "not_built"]
-        splats = find_splats(result)
+        # Until the train stage exists, the initial point cloud is the
+        # closest thing to splats: import it, named for what it is.
+        splats, what = (result["splats"], "splats") if "splats" in result else (result.get("points", ""), "initial points")
         if splats:
-            if not os.path.isabs(splats):
-                splats = os.path.join(self.work_dir, splats)
-            self.result.splats_path = splats
+            self.result.splats_path, self.result.splats_kind = splats, what
             if self.import_result:
                 yield Status("import", 0.0, f"Importing {os.path.basename(splats)}")
-                self.result.imported = self._import(splats)
+                self.result.imported = self._import(splats, what)
         yield Status("done", 1.0, self.result.summary())
 
-    def _import(self, path):
+    def _import(self, path, what):
         from . import splat_io
 
-        name = f"splatdiff {self.obj.name}"
+        name = f"splatdiff {self.obj.name} {what}"
         collection = bpy.data.collections.new(name)
         self.scene.collection.children.link(collection)
         return splat_io.import_splats(bpy.context, path, name=name, collection=collection)

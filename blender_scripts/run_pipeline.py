@@ -65,7 +65,7 @@ def parse_args(argv):
     tr.add_argument("--steps", type=int, default=3000, help="training steps (3000)")
     tr.add_argument("--iterations", type=int, default=2, help="restyle/train rounds (2)")
     p.add_argument("--capture-only", action="store_true", help="stop after the capture stage")
-    p.add_argument("--save", help="import the splats and save the scene to this .blend")
+    p.add_argument("--save", help="import the result (splats, or the initial points until training exists) and save the scene to this .blend")
     args = p.parse_args(argv)
     if not args.object and not args.demo:
         p.error("give --object NAME (or --demo)")
@@ -196,7 +196,7 @@ def run(bpy, addon, args):
         else:
             print("stages not built yet: none")
         if result.splats_path:
-            print(f"splats: {result.splats_path}")
+            print(f"{result.splats_kind}: {result.splats_path}")
     if args.save:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save))
         print(f"saved: {os.path.abspath(args.save)}")

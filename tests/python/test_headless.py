@@ -41,10 +41,21 @@ def test_demo_runs_headless(tmp_path):
             assert name not in finished
     assert "%" in proc.stdout  # progress lines
 
-    # Run again: the capture is reused, not rendered again.
-    again = run_script("--demo", "--out", out, "--frames", "4", "--resolution", "64", "--samples", "4")
+    # Run again, saving the scene: the capture is reused, not rendered again,
+    # and the result (the initial points until training exists) is imported.
+    blend = tmp_path / "demo.blend"
+    again = run_script("--demo", "--out", out, "--frames", "4", "--resolution", "64", "--samples", "4", "--save", blend)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(reused)" in again.stdout
+    assert "initial points: " in again.stdout
+    check = subprocess.run(
+        [PYTHON, "-c", f"import bpy, os; bpy.ops.wm.open_mainfile(filepath={str(blend)!r}); "
+         "o = bpy.data.objects['splatdiff Suzanne initial points']; "
+         "print(len(o.data.vertices), o.users_collection[0].name, o.modifiers[0].type, sep='|'); os._exit(0)"],
+        capture_output=True, text=True, timeout=120,
+    )
+    count, collection, modifier = check.stdout.strip().splitlines()[-1].split("|")
+    assert int(count) > 100 and collection == "splatdiff Suzanne initial points" and modifier == "NODES", check.stdout
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ pub fn run_pipeline(work: &WorkDir, config: &RunConfig, job: &JobContext) -> Res
         ));
     }
     let stages: Vec<Box<dyn Stage>> = vec![Box::new(PointsStage { config: config.points.clone() })];
-    let mut report = vec![json!({ "name": "capture", "status": "reused", "dir": work.stage_dir("capture") })];
+    let mut report = vec![json!({ "name": "capture", "status": "finished", "dir": work.stage_dir("capture") })];
     let mut result = Map::new();
     let mut restarting = false;
     for stage in &stages {

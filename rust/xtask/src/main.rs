@@ -179,8 +179,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     let python = setup(root)?;
     let out = root.join("out/demo");
-    run_cmd(Command::new(&python).args(["blender_scripts/run_pipeline.py", "--demo", "--out"]).arg(&out).args(extra))?;
-    eprintln!("xtask: demo results are in {}", out.display());
+    let blend = out.join("demo.blend");
+    run_cmd(
+        Command::new(&python)
+            .args(["blender_scripts/run_pipeline.py", "--demo", "--out"])
+            .arg(&out)
+            .arg("--save")
+            .arg(&blend)
+            .args(extra),
+    )?;
+    eprintln!("xtask: demo results are in {} (open {} in Blender)", out.display(), blend.display());
     Ok(())
 }
 
