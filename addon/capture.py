@@ -93,8 +93,45 @@ class MeshArrays:
         return digest.hexdigest()
 
 
-def mesh_arrays(obj, depsgraph):
-    """The evaluated mesh of ``obj`` (modifiers applied) in world space."""
+@contextlib.contextmanager
+def render_resolution_modifiers(obj):
+    """Makes the viewport evaluation of ``obj`` match what the renderer sees.
+
+    Python cannot ask Blender for the render-time evaluation of an object,
+    only the viewport's, which often differs in subdivision level or in
+    modifiers shown only in renders. The geometry passes must match the
+    rendered colour to the pixel, so for the duration the modifiers' viewport
+    settings take their render values; they are restored afterwards.
+    """
+    saved = []
+
+    def set_(modifier, attr, value):
+        if getattr(modifier, attr) != value:
+            saved.append((modifier, attr, getattr(modifier, attr)))
+            setattr(modifier, attr, value)
+
+    try:
+        for modifier in obj.modifiers:
+            set_(modifier, "show_viewport", modifier.show_render)
+            if modifier.type in {'SUBSURF', 'MULTIRES'}:
+                set_(modifier, "levels", modifier.render_levels)
+        yield
+    finally:
+        for modifier, attr, value in reversed(saved):
+            setattr(modifier, attr, value)
+
+
+def mesh_arrays(obj, context):
+    """The mesh of ``obj`` as rendered (modifiers at render settings), in world space."""
+    with render_resolution_modifiers(obj):
+        depsgraph = context.evaluated_depsgraph_get()
+        depsgraph.update()
+        arrays = _evaluated_mesh_arrays(obj, depsgraph)
+    context.evaluated_depsgraph_get().update()
+    return arrays
+
+
+def _evaluated_mesh_arrays(obj, depsgraph):
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
     try:
@@ -139,11 +176,6 @@ def bounding_sphere(positions):
     centre = 0.5 * (points.min(axis=0) + points.max(axis=0))
     radius = float(np.sqrt(((points - centre) ** 2).sum(axis=1).max()))
     return Vector(centre.tolist()), radius
-
-
-def object_bounding_sphere(obj, depsgraph):
-    """Bounding sphere of the evaluated ``obj`` in world space."""
-    return bounding_sphere(mesh_arrays(obj, depsgraph).positions)
 
 
 # ------------------------------------------------------------------- cameras

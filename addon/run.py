@@ -288,8 +288,7 @@ class Run:
     def _capture(self):
         mod = native.load()
         opts = self.settings.capture
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        arrays = _capture.mesh_arrays(self.obj, depsgraph)
+        arrays = _capture.mesh_arrays(self.obj, bpy.context)
         config = dict(opts.config(), object=self.obj.name, geometry=arrays.fingerprint())
         config_json = canonical_json(config)
         work = self.work_dir

@@ -283,6 +283,41 @@ def test_operator_runs_capture_and_pipeline(addon, sphere_scene, tmp_path):
     rt = bpy.context.window_manager.splatdiff
     assert not rt.running and rt.last_error == "" and rt.stage == "done"
     assert "not built yet" in rt.last_result
-    assert scene_snapshot(sphere_scene) == before
+    # The only change: the imported result (the initial points until the
+    # train stage exists), in its own collection.
+    imported = bpy.data.objects["splatdiff Ball initial points"]
+    assert imported.users_collection[0].name == "splatdiff Ball initial points"
+    assert len(imported.data.vertices) > 100
+    bpy.data.objects.remove(imported)
+    after = scene_snapshot(sphere_scene)
+    counts = ("objects", "cameras", "images", "lights", "scenes")
+    assert {k: v for k, v in after.items() if k != "counts"} == {k: v for k, v in before.items() if k != "counts"}
+    assert {k: after["counts"][k] for k in counts} == {k: before["counts"][k] for k in counts}
     assert (tmp_path / "capture" / "transforms.json").is_file()
     assert (tmp_path / "manifest.json").is_file()
+
+
+def test_passes_use_the_render_resolution_mesh(addon, sphere_scene):
+    """The renderer subdivides at render_levels; the geometry passes must too."""
+    ball = bpy.data.objects["Ball"]
+    subsurf = ball.modifiers.new("Subdivision", 'SUBSURF')
+    subsurf.levels, subsurf.render_levels = 0, 2
+    hidden = ball.modifiers.new("RenderOnly", 'SOLIDIFY')
+    hidden.show_viewport, hidden.show_render = False, False
+    def viewport_triangles():
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        depsgraph.update()
+        return len(addon.capture._evaluated_mesh_arrays(ball, depsgraph).triangles)
+
+    try:
+        subsurf.levels = 2
+        rendered = viewport_triangles()
+        subsurf.levels = 0
+        viewport = viewport_triangles()
+        assert rendered > 4 * viewport
+        assert len(addon.capture.mesh_arrays(ball, bpy.context).triangles) == rendered
+        assert (subsurf.levels, hidden.show_viewport) == (0, False), "viewport settings restored"
+        assert viewport_triangles() == viewport
+    finally:
+        ball.modifiers.remove(hidden)
+        ball.modifiers.remove(subsurf)
