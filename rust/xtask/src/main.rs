@@ -233,3 +233,17 @@ fn with_wheel(manifest: &str, wheel_name: &str) -> String {
         None => format!("{manifest}\n{line}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_wheel;
+
+    #[test]
+    fn wheels_key_goes_before_the_first_table() {
+        let manifest = "id = \"splatdiff\"\n\n[permissions]\nfiles = \"x\"\n";
+        let out = with_wheel(manifest, "w.whl");
+        let wheels = out.find("wheels = [\"./wheels/w.whl\"]").unwrap();
+        assert!(wheels < out.find("[permissions]").unwrap(), "{out}");
+        assert!(with_wheel("id = \"a\"\n", "w.whl").ends_with("wheels = [\"./wheels/w.whl\"]\n"));
+    }
+}
