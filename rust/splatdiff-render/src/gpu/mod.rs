@@ -1,0 +1,1 @@
+//! wgpu implementation (written by the GPU helper).
