@@ -37,6 +37,19 @@
 //!
 //! Backward takes `∂L/∂(image over background)` and `∂L/∂A` per pixel and
 //! returns `∂L/∂` every parameter (depth has no gradient).
+//!
+//! Details both implementations share, where the official CUDA code and
+//! gsplat differ (the finite-difference tests decide):
+//! * the radius uses the exact largest eigenvalue (no 0.1 floor under
+//!   `mid² − det`);
+//! * the field-of-view clamp is differentiated exactly, as gsplat does: a
+//!   clamped `t.x` gets no gradient, but the clamped value `lim·t.z` still
+//!   depends on `t.z`;
+//! * where `opacity·exp(power) >` [`ALPHA_MAX`], α is constant and gets no gradient;
+//! * a splat is listed in tile `tx` when `16·tx < x + r` and `16·(tx+1) > x − r`
+//!   (same for y); it is culled when that range is empty, `det(Σ') ≤ 0`,
+//!   `t.z <` [`NEAR`] or the radius is 0; a pixel's offset is `d = centre − mean2d`;
+//! * tile lists are ordered by depth, ties by splat index.
 
 pub mod gpu;
 pub mod reference;
