@@ -4,14 +4,15 @@
 //! Stages run in order: `capture` (the turntable, rendered by the Blender
 //! add-on, which records it through [`WorkDir`]; its geometry passes come
 //! from [`passes::render_passes`]), `points` (an initial point cloud from the
-//! capture's depth), then `stylize`, `propagate` and `train`, which come with
-//! their own crates; until they exist the runner reports them as not built.
+//! capture's depth), `stylize` and `propagate` (not built yet: the runner
+//! reports them), and `train` (splats trained on the frames, on the GPU).
 
 pub mod error;
 pub mod job;
 pub mod passes;
 pub mod points;
 pub mod stage;
+pub mod train;
 pub mod workdir;
 
 pub use error::{PipelineError, Result};

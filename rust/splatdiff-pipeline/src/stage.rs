@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{PipelineError, Result};
 use crate::job::JobContext;
 use crate::points::{PointsConfig, PointsStage};
+use crate::train::{TrainStage, TrainStageConfig};
 use crate::workdir::{RecordStatus, StageState, WorkDir};
 
 /// What a stage gets while it runs.
@@ -30,13 +31,14 @@ pub trait Stage {
 
 /// Stages that come with later work (their own crates); the runner reports
 /// them instead of pretending to run them.
-pub const NOT_BUILT: [&str; 3] = ["stylize", "propagate", "train"];
+pub const NOT_BUILT: [&str; 2] = ["stylize", "propagate"];
 
 /// The config of a pipeline run after capture.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunConfig {
     pub points: PointsConfig,
+    pub train: TrainStageConfig,
     /// Re-run this stage and those after it even if they finished with
     /// other settings. Without it, a finished stage whose settings changed
     /// is an error: results are never replaced silently.
@@ -56,13 +58,23 @@ pub fn run_pipeline(work: &WorkDir, config: &RunConfig, job: &JobContext) -> Res
             "no finished capture in this folder: capture the turntable first",
         ));
     }
-    let stages: Vec<Box<dyn Stage>> = vec![Box::new(PointsStage { config: config.points.clone() })];
+    // In pipeline order; `None` for a stage that is not built yet.
+    let stages: Vec<(&str, Option<Box<dyn Stage>>)> = vec![
+        ("points", Some(Box::new(PointsStage { config: config.points.clone() }))),
+        (NOT_BUILT[0], None),
+        (NOT_BUILT[1], None),
+        ("train", Some(Box::new(TrainStage { config: config.train.clone() }))),
+    ];
     let mut report = vec![json!({ "name": "capture", "status": "finished", "dir": work.stage_dir("capture") })];
     let mut result = Map::new();
     let mut restarting = false;
-    for stage in &stages {
+    for (name, stage) in &stages {
         job.check_cancel()?;
-        let name = stage.name();
+        let Some(stage) = stage else {
+            job.log(format!("{name}: not built yet"));
+            report.push(json!({ "name": name, "status": "not_built" }));
+            continue;
+        };
         restarting |= config.restart_from.as_deref() == Some(name);
         let stage_config = stage.config();
         let state = work.state(name, &stage_config)?;
@@ -94,10 +106,6 @@ pub fn run_pipeline(work: &WorkDir, config: &RunConfig, job: &JobContext) -> Res
             "dir": dir,
             "outputs": outputs,
         }));
-    }
-    for name in NOT_BUILT {
-        job.log(format!("{name}: not built yet"));
-        report.push(json!({ "name": name, "status": "not_built" }));
     }
     result.insert("work_dir".into(), json!(work.root()));
     result.insert("stages".into(), Value::Array(report));

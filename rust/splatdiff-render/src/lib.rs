@@ -219,6 +219,26 @@ pub struct Image {
     pub depth: Vec<f32>,
 }
 
+impl Image {
+    /// Straight (not premultiplied) RGBA: the colour the splats put on each
+    /// pixel with the view's `background` removed, and their coverage as alpha;
+    /// what an RGBA file of the render holds. Fully transparent pixels are black.
+    pub fn straight_rgba(&self, background: Vec3) -> Vec<[f32; 4]> {
+        self.color
+            .iter()
+            .zip(&self.alpha)
+            .map(|(c, &a)| {
+                if a <= 0.0 {
+                    return [0.0; 4];
+                }
+                let rgb = Vec3::from(*c) - (1.0 - a) * background;
+                let [r, g, b] = (rgb / a).clamp(Vec3::ZERO, Vec3::ONE).to_array();
+                [r, g, b, a.min(1.0)]
+            })
+            .collect()
+    }
+}
+
 /// Gradients of a loss with respect to every splat parameter; same layout as [`Splats`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Grads {

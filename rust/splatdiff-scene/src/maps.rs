@@ -108,15 +108,27 @@ pub fn read_float_exr(path: &Path) -> Result<FloatMap> {
 
 /// Writes an 8-bit grey PNG mask of `width × height` pixels, atomically.
 pub fn write_mask_png(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
-    if width == 0 || height == 0 || pixels.len() != width as usize * height as usize {
-        let message = format!("mask of {width}x{height} pixels given {} values", pixels.len());
+    write_png(path, width, height, pixels, image::ExtendedColorType::L8, "mask")
+}
+
+/// Writes straight-alpha RGBA values in 0..1 (display-referred, as the
+/// capture's colour images) as an 8-bit RGBA PNG, atomically.
+pub fn write_rgba_png(path: &Path, width: u32, height: u32, pixels: &[[f32; 4]]) -> Result<()> {
+    let bytes: Vec<u8> = pixels.as_flattened().iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    write_png(path, width, height, &bytes, image::ExtendedColorType::Rgba8, "image")
+}
+
+fn write_png(path: &Path, width: u32, height: u32, bytes: &[u8], kind: image::ExtendedColorType, what: &str) -> Result<()> {
+    let channels = kind.channel_count() as usize;
+    if width == 0 || height == 0 || bytes.len() != width as usize * height as usize * channels {
+        let message = format!("{what} of {width}x{height} pixels given {} values", bytes.len() / channels.max(1));
         return Err(SceneError::invalid(path, message));
     }
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(pixels, width, height, image::ExtendedColorType::L8)
-        .map_err(|e| SceneError::invalid(path, format!("cannot encode a {width}x{height} mask: {e}")))?;
-    write_bytes_atomic(path, &bytes)
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image(bytes, width, height, kind)
+        .map_err(|e| SceneError::invalid(path, format!("cannot encode a {width}x{height} {what}: {e}")))?;
+    write_bytes_atomic(path, &encoded)
 }
 
 /// Reads any PNG as an 8-bit grey mask: `(width, height, pixels)`.
