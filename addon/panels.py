@@ -141,6 +141,7 @@ class SPLATDIFF_PT_train(SplatdiffPanel, Panel):
         layout.enabled = not self.runtime(context).running
         col = layout.column()
         col.prop(props, "train_steps")
+        col.prop(props, "train_side")
         col.prop(props, "iterations")
 
 

@@ -126,6 +126,10 @@ class SplatdiffSettings(PropertyGroup):
         name="Training Steps", default=3000, min=1, soft_max=30000, max=1000000,
         description="Optimisation steps of the Gaussian splats",
     )
+    train_side: IntProperty(
+        name="Training Resolution", default=256, min=16, soft_max=1024, max=8192, subtype='PIXEL',
+        description="Longer side of the images the splats are trained on (the renders are downscaled to it)",
+    )
     iterations: IntProperty(
         name="Iterations", default=2, min=1, soft_max=10, max=100,
         description="Rounds of restyling the splats' renders and training on them again",

@@ -46,6 +46,7 @@ class RunSettings:
     strength: float = 0.6
     seed: int = 0
     train_steps: int = 3000
+    train_side: int = 256
     iterations: int = 2
     reuse_capture: bool = True
 
@@ -78,6 +79,7 @@ class RunSettings:
             strength=props.strength,
             seed=props.seed,
             train_steps=props.train_steps,
+            train_side=props.train_side,
             iterations=props.iterations,
             reuse_capture=props.reuse_capture,
         )
@@ -97,7 +99,8 @@ class RunSettings:
                 "seed": self.seed,
                 "keyframes": self.keyframes,
             },
-            "train": {"steps": self.train_steps, "iterations": self.iterations, "seed": self.seed},
+            "train": {"steps": self.train_steps, "seed": self.seed, "max_side": self.train_side},
+            "iterations": self.iterations,
         }
 
 
@@ -118,7 +121,6 @@ class RunResult:
     stages: list = field(default_factory=list)  # (name, status)
     not_built: list = field(default_factory=list)
     splats_path: str = ""
-    splats_kind: str = ""  # "splats", or "initial points" until the train stage exists
     imported: object = None
 
     def summary(self):
@@ -345,20 +347,18 @@ class Run:
         self.result.pipeline = result
         self.result.stages = stage_statuses(result)
         self.result.not_built = [name for name, status in self.result.stages if status == "not_built"]
-        # Until the train stage exists, the initial point cloud is the
-        # closest thing to splats: import it, named for what it is.
-        splats, what = (result["splats"], "splats") if "splats" in result else (result.get("points", ""), "initial points")
+        splats = result.get("splats", "")
         if splats:
-            self.result.splats_path, self.result.splats_kind = splats, what
+            self.result.splats_path = splats
             if self.import_result:
                 yield Status("import", 0.0, f"Importing {os.path.basename(splats)}")
-                self.result.imported = self._import(splats, what)
+                self.result.imported = self._import(splats)
         yield Status("done", 1.0, self.result.summary())
 
-    def _import(self, path, what):
+    def _import(self, path):
         from . import splat_io
 
-        name = f"splatdiff {self.obj.name} {what}"
+        name = f"splatdiff {self.obj.name}"
         collection = bpy.data.collections.new(name)
         self.scene.collection.children.link(collection)
         return splat_io.import_splats(bpy.context, path, name=name, collection=collection)

@@ -63,9 +63,10 @@ def parse_args(argv):
     sty.add_argument("--seed", type=int, default=0)
     tr = p.add_argument_group("train")
     tr.add_argument("--steps", type=int, default=3000, help="training steps (3000)")
+    tr.add_argument("--train-side", type=int, default=256, help="longer side of the training images (256)")
     tr.add_argument("--iterations", type=int, default=2, help="restyle/train rounds (2)")
     p.add_argument("--capture-only", action="store_true", help="stop after the capture stage")
-    p.add_argument("--save", help="import the result (splats, or the initial points until training exists) and save the scene to this .blend")
+    p.add_argument("--save", help="import the trained splats and save the scene to this .blend")
     args = p.parse_args(argv)
     if not args.object and not args.demo:
         p.error("give --object NAME (or --demo)")
@@ -172,6 +173,7 @@ def run(bpy, addon, args):
         strength=args.strength,
         seed=args.seed,
         train_steps=args.steps,
+        train_side=args.train_side,
         iterations=args.iterations,
         reuse_capture=not args.recapture,
     )
@@ -196,7 +198,7 @@ def run(bpy, addon, args):
         else:
             print("stages not built yet: none")
         if result.splats_path:
-            print(f"{result.splats_kind}: {result.splats_path}")
+            print(f"splats: {result.splats_path}")
     if args.save:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save))
         print(f"saved: {os.path.abspath(args.save)}")

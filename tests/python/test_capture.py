@@ -278,15 +278,15 @@ def test_operator_runs_capture_and_pipeline(addon, sphere_scene, tmp_path):
     props.target = bpy.data.objects["Ball"]
     props.output_dir = str(tmp_path)
     props.frames, props.elevations, props.resolution, props.samples = 4, "10", 48, 2
+    props.train_steps, props.train_side = 20, 32
     before = scene_snapshot(sphere_scene)
     assert bpy.ops.splatdiff.run() == {'FINISHED'}
     rt = bpy.context.window_manager.splatdiff
     assert not rt.running and rt.last_error == "" and rt.stage == "done"
     assert "not built yet" in rt.last_result
-    # The only change: the imported result (the initial points until the
-    # train stage exists), in its own collection.
-    imported = bpy.data.objects["splatdiff Ball initial points"]
-    assert imported.users_collection[0].name == "splatdiff Ball initial points"
+    # The only change: the imported splats, in their own collection.
+    imported = bpy.data.objects["splatdiff Ball"]
+    assert imported.users_collection[0].name == "splatdiff Ball"
     assert len(imported.data.vertices) > 100
     bpy.data.objects.remove(imported)
     after = scene_snapshot(sphere_scene)

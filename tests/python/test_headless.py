@@ -20,7 +20,8 @@ def run_script(*args, timeout=300):
 def test_demo_runs_headless(tmp_path):
     native_or_skip()
     out = tmp_path / "demo"
-    proc = run_script("--demo", "--out", out, "--frames", "4", "--resolution", "64", "--samples", "4")
+    small = ("--frames", "4", "--resolution", "64", "--samples", "4", "--steps", "20", "--train-side", "32")
+    proc = run_script("--demo", "--out", out, *small)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out / "capture" / "transforms.json") as f:
         t = json.load(f)
@@ -42,20 +43,20 @@ def test_demo_runs_headless(tmp_path):
     assert "%" in proc.stdout  # progress lines
 
     # Run again, saving the scene: the capture is reused, not rendered again,
-    # and the result (the initial points until training exists) is imported.
+    # and the trained splats are imported.
     blend = tmp_path / "demo.blend"
-    again = run_script("--demo", "--out", out, "--frames", "4", "--resolution", "64", "--samples", "4", "--save", blend)
+    again = run_script("--demo", "--out", out, *small, "--save", blend)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(reused)" in again.stdout
-    assert "initial points: " in again.stdout
+    assert "splats: " in again.stdout
     check = subprocess.run(
         [PYTHON, "-c", f"import bpy, os; bpy.ops.wm.open_mainfile(filepath={str(blend)!r}); "
-         "o = bpy.data.objects['splatdiff Suzanne initial points']; "
+         "o = bpy.data.objects['splatdiff Suzanne']; "
          "print(len(o.data.vertices), o.users_collection[0].name, o.modifiers[0].type, sep='|'); os._exit(0)"],
         capture_output=True, text=True, timeout=120,
     )
     count, collection, modifier = check.stdout.strip().splitlines()[-1].split("|")
-    assert int(count) > 100 and collection == "splatdiff Suzanne initial points" and modifier == "NODES", check.stdout
+    assert int(count) > 100 and collection == "splatdiff Suzanne" and modifier == "NODES", check.stdout
 
 
 @pytest.mark.parametrize(
