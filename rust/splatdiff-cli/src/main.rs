@@ -2,16 +2,19 @@
 //! engineers and scripted runs. The Blender add-on and this tool share the
 //! same work folders and manifests.
 
+mod train;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use splatdiff_pipeline::{run_pipeline, Job, RunConfig, WorkDir};
 use splatdiff_scene::ply::{read_splats, write_splats};
 use splatdiff_scene::splat_file::write_splat_file;
 use splatdiff_scene::transforms::read_transforms;
+use train::TrainArgs;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +41,46 @@ enum Command {
         #[arg(long)]
         restart_from: Option<String>,
     },
+    /// Train Gaussian splats on posed images (a NeRF/instant-ngp transforms.json).
+    Train {
+        /// A transforms.json, or a folder holding transforms_train.json or transforms.json.
+        #[arg(long)]
+        data: PathBuf,
+        /// Optimisation steps.
+        #[arg(long, default_value_t = 3000)]
+        steps: u64,
+        /// Where to write the trained model (3DGS PLY).
+        #[arg(long)]
+        out: PathBuf,
+        /// Longer side of the training images (downscaled to it).
+        #[arg(long)]
+        max_side: Option<u32>,
+        /// Cap on the number of splats.
+        #[arg(long)]
+        max_splats: Option<usize>,
+        /// Initial splats from a PLY. Default: the frames' depth back-projected
+        /// when they have depth maps, else random points around the cameras' target.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Training settings as JSON (see splatdiff_train::TrainConfig); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Checkpoint folder (default: OUT.checkpoint); a run resumes from it.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Render a splat model at the cameras of a transforms.json into RGBA PNGs, depth EXRs and a transforms.json.
+    Render {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        cameras: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Longer side of the rendered images (default: the cameras' own size).
+        #[arg(long)]
+        max_side: Option<u32>,
+    },
     /// Print what a splat PLY, a transforms.json or a work folder holds.
     Info { path: PathBuf },
     /// Convert a splat file: `.ply` to `.ply` (standard layout) or `.splat`.
@@ -55,6 +98,12 @@ fn main() {
 fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run { work, config, restart_from } => run(&work, config.as_deref(), restart_from),
+        Command::Train { data, steps, out, max_side, max_splats, init, config, checkpoint } => {
+            let checkpoint = checkpoint.unwrap_or_else(|| out.with_extension("checkpoint"));
+            let args = TrainArgs { data, steps, out, max_side, max_splats, init, config, checkpoint };
+            train::train(args)
+        }
+        Command::Render { model, cameras, out, max_side } => train::render(&model, &cameras, &out, max_side),
         Command::Info { path } => info(&path),
         Command::Convert { input, output } => convert(&input, &output),
     }
@@ -62,36 +111,15 @@ fn dispatch(command: Command) -> Result<()> {
 
 fn run(work: &Path, config: Option<&Path>, restart_from: Option<String>) -> Result<()> {
     let mut config: RunConfig = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid run config", path.display()))?
-        }
+        Some(path) => train::read_json(path)?,
         None => RunConfig::default(),
     };
     if restart_from.is_some() {
         config.restart_from = restart_from;
     }
     let work = WorkDir::open(work)?;
-    let mut job = Job::spawn("pipeline", move |ctx| run_pipeline(&work, &config, ctx));
-    let bar = ProgressBar::new(1000);
-    bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:40}] {percent:>3}% {msg}").expect("valid template"));
-    let outcome = loop {
-        for line in job.take_log() {
-            bar.println(line);
-        }
-        let status = job.status();
-        bar.set_prefix(status.stage);
-        bar.set_position((status.progress * 1000.0) as u64);
-        bar.set_message(status.message);
-        if let Some(outcome) = job.take_outcome() {
-            break outcome;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    for line in job.take_log() {
-        bar.println(line);
-    }
-    bar.finish_and_clear();
+    let job = Job::spawn("pipeline", move |ctx| run_pipeline(&work, &config, ctx));
+    let outcome = follow(job);
     let result = outcome?;
     for stage in result["stages"].as_array().into_iter().flatten() {
         let status = stage["status"].as_str().unwrap_or("?").replace('_', " ");
@@ -162,4 +190,28 @@ fn convert(input: &Path, output: &Path) -> Result<()> {
 
 fn extension(path: &Path) -> String {
     path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
+}
+
+/// Shows a job's progress as a bar and its log above it until it ends.
+pub(crate) fn follow(mut job: Job) -> splatdiff_pipeline::Result<serde_json::Value> {
+    let bar = ProgressBar::new(1000);
+    bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:40}] {percent:>3}% {msg}").expect("valid template"));
+    let outcome = loop {
+        for line in job.take_log() {
+            bar.println(line);
+        }
+        let status = job.status();
+        bar.set_prefix(status.stage);
+        bar.set_position((status.progress * 1000.0) as u64);
+        bar.set_message(status.message);
+        if let Some(outcome) = job.take_outcome() {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in job.take_log() {
+        bar.println(line);
+    }
+    bar.finish_and_clear();
+    outcome
 }
