@@ -38,7 +38,7 @@ pub struct PointsConfig {
 
 impl Default for PointsConfig {
     fn default() -> Self {
-        Self { max_points: 100_000, opacity: 0.1 }
+        Self { max_points: 30_000, opacity: 0.1 }
     }
 }
 

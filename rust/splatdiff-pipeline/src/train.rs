@@ -28,7 +28,7 @@ pub struct TrainStageConfig {
 
 impl Default for TrainStageConfig {
     fn default() -> Self {
-        Self { max_side: 256, train: TrainConfig { steps: 3000, max_splats: 200_000, ..TrainConfig::default() } }
+        Self { max_side: 256, train: TrainConfig { steps: 3000, max_splats: 100_000, ..TrainConfig::default() } }
     }
 }
 
@@ -62,9 +62,8 @@ impl Stage for TrainStage {
         // Checkpoints live outside the staging folder (which a rerun empties),
         // so a cancelled or failed run resumes from its last good step.
         let checkpoints = ctx.work.root().join(".train.checkpoint");
-        let resumed = Trainer::resume(&gpu, images.clone(), &checkpoints)
-            .ok()
-            .filter(|t| t.config() == &self.config.train);
+        let resumed =
+            Trainer::resume(&gpu, images.clone(), &checkpoints).ok().filter(|t| t.config() == &self.config.train);
         let mut trainer = match resumed {
             Some(trainer) => {
                 job.log(format!("train: resuming from step {}", trainer.step_count()));

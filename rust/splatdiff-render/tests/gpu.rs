@@ -146,9 +146,13 @@ fn forward_handles_larger_images_and_many_splats() {
     let img = renderer.render(&ctx, &gs, &v).unwrap();
     let (want, state) = reference::render(&splats, &v).unwrap();
     assert_eq!(renderer.last_intersections() as usize, state.tile_splats.len());
-    let dc = img.color.iter().flatten().zip(want.color.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let dc =
+        img.color.iter().flatten().zip(want.color.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     let da = img.alpha.iter().zip(&want.alpha).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    println!("forward 3000 splats at 203x157: {} pairs, max |dcolor| {dc:.2e}, |dalpha| {da:.2e}", state.tile_splats.len());
+    println!(
+        "forward 3000 splats at 203x157: {} pairs, max |dcolor| {dc:.2e}, |dalpha| {da:.2e}",
+        state.tile_splats.len()
+    );
     assert!(dc < 1e-3 && da < 1e-3, "{dc} {da}");
 }
 
@@ -241,7 +245,8 @@ fn backward_matches_reference_with_cas_atomics() {
 fn radix_sort_is_stable() {
     let Some(ctx) = context() else { return };
     let mut r = Rng(99);
-    for (n, modulo, bits) in [(0usize, 1u32, 8u32), (1, 1, 8), (5000, 1000, 10), (3001, u32::MAX, 32), (70_000, 37, 6)] {
+    for (n, modulo, bits) in [(0usize, 1u32, 8u32), (1, 1, 8), (5000, 1000, 10), (3001, u32::MAX, 32), (70_000, 37, 6)]
+    {
         let keys: Vec<u32> = (0..n).map(|_| (r.next() as u32) % modulo).collect();
         let vals: Vec<u32> = (0..n as u32).collect();
         let (k, v) = radix_sort_pairs(&ctx, &keys, &vals, bits).unwrap();
@@ -317,7 +322,8 @@ fn adam_step_matches_host() {
             &mut host.opacity_logits,
             &mut host.sh,
         ];
-        let gr: [&[f32]; 5] = [g.means.as_flattened(), g.log_scales.as_flattened(), g.quats.as_flattened(), &g.opacity_logits, &g.sh];
+        let gr: [&[f32]; 5] =
+            [g.means.as_flattened(), g.log_scales.as_flattened(), g.quats.as_flattened(), &g.opacity_logits, &g.sh];
         let lrs = [cfg.lr_means, cfg.lr_log_scales, cfg.lr_quats, cfg.lr_opacity, cfg.lr_sh_dc];
         for (gi, p) in params.into_iter().enumerate() {
             m[gi].resize(p.len(), 0.0);

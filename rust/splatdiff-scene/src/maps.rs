@@ -118,7 +118,14 @@ pub fn write_rgba_png(path: &Path, width: u32, height: u32, pixels: &[[f32; 4]])
     write_png(path, width, height, &bytes, image::ExtendedColorType::Rgba8, "image")
 }
 
-fn write_png(path: &Path, width: u32, height: u32, bytes: &[u8], kind: image::ExtendedColorType, what: &str) -> Result<()> {
+fn write_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    bytes: &[u8],
+    kind: image::ExtendedColorType,
+    what: &str,
+) -> Result<()> {
     let channels = kind.channel_count() as usize;
     if width == 0 || height == 0 || bytes.len() != width as usize * height as usize * channels {
         let message = format!("{what} of {width}x{height} pixels given {} values", bytes.len() / channels.max(1));

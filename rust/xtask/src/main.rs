@@ -186,6 +186,8 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
             .arg(&out)
             .arg("--save")
             .arg(&blend)
+            // Sized to finish in minutes on a CPU (lavapipe); a GPU takes the defaults easily.
+            .args(["--steps", "800", "--train-side", "128"])
             .args(extra),
     )?;
     eprintln!("xtask: demo results are in {} (open {} in Blender)", out.display(), blend.display());

@@ -72,8 +72,7 @@ impl GpuContext {
         limits.max_storage_buffers_per_shader_stage = 8;
         limits.max_buffer_size = have.max_buffer_size;
         limits.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
-        let float_atomics =
-            options.float_atomics && adapter.features().contains(wgpu::Features::SHADER_FLOAT32_ATOMIC);
+        let float_atomics = options.float_atomics && adapter.features().contains(wgpu::Features::SHADER_FLOAT32_ATOMIC);
         let required_features =
             if float_atomics { wgpu::Features::SHADER_FLOAT32_ATOMIC } else { wgpu::Features::empty() };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {

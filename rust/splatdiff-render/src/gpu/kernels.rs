@@ -119,7 +119,8 @@ pub(crate) fn dispatch(
         .enumerate()
         .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
         .collect();
-    let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+    let bind =
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, &bind, &[]);

@@ -307,9 +307,7 @@ impl GpuRenderer {
             .as_ref()
             .ok_or_else(|| RenderError::Device("backward() needs a successful render() first".into()))?;
         if last.view != *view || last.n != splats.len() || last.sh_degree != splats.sh_degree() {
-            return Err(RenderError::InvalidCamera(
-                "backward() needs the splats and view of the last render()".into(),
-            ));
+            return Err(RenderError::InvalidCamera("backward() needs the splats and view of the last render()".into()));
         }
         let k = &self.kernels;
         let n = splats.len();

@@ -27,7 +27,6 @@ pub(crate) fn ensure_buffer<'a>(
     Ok(slot.as_ref().expect("just set"))
 }
 
-
 impl SortScratch {
     /// Exclusive prefix sum of the first `n` u32 of `data`, in place.
     pub fn scan(
@@ -104,7 +103,8 @@ impl SortScratch {
         let passes = bits.clamp(1, 32).div_ceil(8);
         let mut in_b = false;
         for pass in 0..passes {
-            let (ki, vi, ko, vo) = if in_b { (keys_b, vals_b, keys_a, vals_a) } else { (keys_a, vals_a, keys_b, vals_b) };
+            let (ki, vi, ko, vo) =
+                if in_b { (keys_b, vals_b, keys_a, vals_a) } else { (keys_a, vals_a, keys_b, vals_b) };
             let prm = ctx.uniform(bytemuck::cast_slice(&[n, pass * 8, nb, 0]));
             dispatch(
                 ctx,
