@@ -1,13 +1,17 @@
-"""Makes the README's pictures from the demo's results (run ``cargo xtask demo`` first)::
+"""Makes the README's pictures from the demo's results. Run first::
 
+    cargo xtask demo
+    cargo run --release -p splatdiff-cli -- render --model out/demo/train/model.ply \
+        --cameras out/demo/capture/transforms.json --out out/demo/renders --max-side 256
     .venv/bin/python blender_scripts/readme_figures.py [--demo out/demo] [--out tests/figures]
 
 * ``demo_capture.png``: four turntable views of the demo capture, each as
   colour, depth, normals and mask (the files the capture stage wrote);
+* ``demo_splats.png``: the same four views as captured (top) and as the
+  trained splats render them with splatdiff's own rasterizer (bottom);
 * ``demo_import.png``: a Cycles render of ``demo.blend``: the demo object
-  and, beside it, the imported point-cloud object (the initial points
-  back-projected from the capture's depth, shown through the add-on's
-  Geometry Nodes display).
+  and, beside it, the imported splat object, shown through the add-on's
+  Geometry Nodes display (coloured points, not Gaussian blending).
 """
 
 import argparse
@@ -69,10 +73,32 @@ def capture_sheet(capture_dir, out_path, views=4):
     save_pixels(np.clip(sheet, 0.0, 1.0), out_path)
 
 
+def splat_strip(capture_dir, renders_dir, out_path, views=4):
+    """Captured colour (top row) against the splats' own renders (bottom row)."""
+    with open(os.path.join(capture_dir, "transforms.json")) as f:
+        frames = json.load(f)["frames"]
+    picked = [frames[i * len(frames) // views] for i in range(views)]
+    background = np.array([0.16, 0.16, 0.17, 1.0], np.float32)
+
+    def over(pixels):
+        return pixels * pixels[..., 3:] + background * (1.0 - pixels[..., 3:])
+
+    top, bottom = [], []
+    for frame in picked:
+        name = os.path.splitext(os.path.basename(frame["file_path"]))[0]
+        render = over(load_pixels(os.path.join(renders_dir, name + ".png")))
+        h, w, _ = render.shape
+        captured = over(load_pixels(os.path.join(capture_dir, frame["file_path"])))
+        step = captured.shape[0] // h
+        top.append(captured[::step, ::step][:h, :w])
+        bottom.append(render)
+    save_pixels(np.clip(np.vstack([np.hstack(top), np.hstack(bottom)]), 0.0, 1.0), out_path)
+
+
 def render_import(blend, out_path, size=(720, 360)):
     bpy.ops.wm.open_mainfile(filepath=blend)
     scene = bpy.context.scene
-    points = next(o for o in scene.objects if o.name.startswith("splatdiff ") and o.type == 'MESH')
+    points = next(o for o in scene.objects if o.name.startswith("splatdiff ") and o.type == 'MESH')  # the splats
     source = next(o for o in scene.objects if o.type == 'MESH' and o is not points)
     points.location.x += 2.4
     bpy.context.view_layer.update()
@@ -108,6 +134,11 @@ def main(argv):
         print(f"{blend}: not found; run `cargo xtask demo` first", file=sys.stderr)
         return 1
     capture_sheet(os.path.join(args.demo, "capture"), os.path.join(args.out, "demo_capture.png"))
+    renders = os.path.join(args.demo, "renders")
+    if not os.path.isdir(renders):
+        print(f"{renders}: not found; render the trained splats first (see this script's docstring)", file=sys.stderr)
+        return 1
+    splat_strip(os.path.join(args.demo, "capture"), renders, os.path.join(args.out, "demo_splats.png"))
     render_import(blend, os.path.join(args.out, "demo_import.png"))
     print(f"figures written to {args.out}")
     return 0
