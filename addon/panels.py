@@ -19,6 +19,14 @@ class SplatdiffPanel:
     def runtime(context):
         return context.window_manager.splatdiff
 
+    def settings_layout(self, context):
+        """A property-split layout, disabled while a job runs, and the settings."""
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.enabled = not self.runtime(context).running
+        return layout, self.settings(context)
+
 
 class SPLATDIFF_PT_main(SplatdiffPanel, Panel):
     bl_label = "Splat Diffusion"
@@ -85,11 +93,7 @@ class SPLATDIFF_PT_capture(SplatdiffPanel, Panel):
     bl_parent_id = "SPLATDIFF_PT_main"
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = self.settings(context)
-        layout.enabled = not self.runtime(context).running
+        layout, props = self.settings_layout(context)
         col = layout.column()
         col.prop(props, "frames")
         col.prop(props, "elevations")
@@ -109,11 +113,7 @@ class SPLATDIFF_PT_stylize(SplatdiffPanel, Panel):
     bl_parent_id = "SPLATDIFF_PT_main"
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = self.settings(context)
-        layout.enabled = not self.runtime(context).running
+        layout, props = self.settings_layout(context)
         col = layout.column()
         col.prop(props, "stylizer")
         col.prop(props, "prompt")
@@ -134,11 +134,7 @@ class SPLATDIFF_PT_train(SplatdiffPanel, Panel):
     bl_parent_id = "SPLATDIFF_PT_main"
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = self.settings(context)
-        layout.enabled = not self.runtime(context).running
+        layout, props = self.settings_layout(context)
         col = layout.column()
         col.prop(props, "train_steps")
         col.prop(props, "train_side")

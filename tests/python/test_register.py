@@ -143,7 +143,9 @@ def test_panel_draws_in_every_state(fresh_scene):
 
     def draw(cls):
         layout = Layout()
-        cls.draw(types.SimpleNamespace(layout=layout, settings=cls.settings, runtime=cls.runtime), Ctx)
+        fake = types.SimpleNamespace(layout=layout, settings=cls.settings, runtime=cls.runtime)
+        fake.settings_layout = types.MethodType(panels.SplatdiffPanel.settings_layout, fake)
+        cls.draw(fake, Ctx)
         return layout.calls
 
     calls = draw(panels.SPLATDIFF_PT_main)
