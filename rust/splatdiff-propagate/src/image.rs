@@ -61,6 +61,16 @@ impl Image {
         }
     }
 
+    /// The `w`x`h` rectangle whose top-left pixel is (`x0`, `y0`).
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
+        let c = self.channels;
+        let mut data = Vec::with_capacity(w * h * c);
+        for y in y0..y0 + h {
+            data.extend_from_slice(&self.data[(y * self.width + x0) * c..(y * self.width + x0 + w) * c]);
+        }
+        Image { width: w, height: h, channels: c, data }
+    }
+
     /// The channels `range` of every pixel as a new image.
     pub fn select_channels(&self, range: std::ops::Range<usize>) -> Image {
         let c = range.len();

@@ -261,6 +261,15 @@ fn empty_output(frame: &FrameInput) -> PropagatedFrame {
     PropagatedFrame { image: Image::new(g.width, g.height, 4), error: vec![0.0; g.width * g.height], coverage: 1.0 }
 }
 
+/// Evenly spaced keyframe indices: `k` of `n` frames, the first at 0 (the
+/// default choice of keyframes).
+pub fn evenly_spaced_keys(n: usize, k: usize) -> Vec<usize> {
+    let k = k.clamp(1, n.max(1));
+    let mut v: Vec<usize> = (0..k).map(|i| i * n / k).collect();
+    v.dedup();
+    v
+}
+
 /// Distance between frames `a` and `b` in the sequence.
 fn sequence_distance(a: usize, b: usize, n: usize, cyclic: bool) -> usize {
     let d = a.abs_diff(b);
@@ -479,7 +488,9 @@ fn geometry_frame(
     let g = &frame.geometry;
     let (w, h) = (g.width, g.height);
     let n = w * h;
+    let timer = std::time::Instant::now();
     let (offers, reprojections) = gather_offers(t, frames, keys, config);
+    let t_offers = timer.elapsed().as_secs_f32();
     let (blend, spread, covered) = blend_offers(&offers, n);
     let object: Vec<bool> = g.mask.iter().map(|&m| m > 0.5).collect();
     let uncovered: Vec<bool> = (0..n).map(|i| object[i] && !covered[i]).collect();
@@ -506,16 +517,37 @@ fn geometry_frame(
         }
     }
 
-    if uncovered.iter().any(|&u| u) {
-        let synth = synthesize_uncovered(t, frames, keys, prev, &reprojections, &blend, &covered, config)?;
-        for i in 0..n {
-            if uncovered[i] {
-                data[i * 3..i * 3 + 3].copy_from_slice(&synth.image.data[i * 3..i * 3 + 3]);
-                error[i] = (synth.error[i] * 10.0).sqrt().min(1.0);
-                data_weight[i] = config.data_weight * 0.2;
+    let t_blend = timer.elapsed().as_secs_f32();
+    // Unseen pixels within a few pixels of seen ones (grazing silhouettes,
+    // specks) are filled smoothly by the Poisson solve (no data term, zero
+    // gradients); larger unseen regions are synthesised from patches, on
+    // the rectangle around them only.
+    let large = large_holes(&uncovered, &covered, w, h, 3);
+    let n_unc = large.iter().filter(|&&u| u).count();
+    for i in 0..n {
+        if uncovered[i] {
+            error[i] = 0.5;
+        }
+    }
+    if let Some(region) = bounding_box(&large, w, h, 24) {
+        let synth = synthesize_uncovered(t, frames, keys, prev, &reprojections, &blend, &covered, region, config)?;
+        let (x0, y0, rw, rh) = region;
+        for ry in 0..rh {
+            for rx in 0..rw {
+                let (i, r) = ((y0 + ry) * w + x0 + rx, ry * rw + rx);
+                if uncovered[i] {
+                    data[i * 3..i * 3 + 3].copy_from_slice(&synth.image.data[r * 3..r * 3 + 3]);
+                    error[i] = (synth.error[r] * 10.0).sqrt().min(1.0);
+                    data_weight[i] = config.data_weight * 0.2;
+                }
             }
         }
-        // Inside the uncovered region the gradients are the synthesised
+        let synth_at = |i: usize, ch: usize| -> Option<f32> {
+            let (x, y) = (i % w, i / w);
+            (x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh)
+                .then(|| synth.image.data[((y - y0) * rw + x - x0) * 3 + ch])
+        };
+        // Inside the synthesised region the gradients are the synthesised
         // image's; across its border they are zero, so the synthesised part
         // takes its level from the keyframes' part around it without a seam.
         for i in 0..n {
@@ -523,10 +555,9 @@ fn geometry_frame(
             for (ok, j, grads) in [(x + 1 < w, i + 1, &mut gx), (y + 1 < h, i + w, &mut gy)] {
                 if ok && (uncovered[i] || uncovered[j]) {
                     for ch in 0..3 {
-                        grads[i * 3 + ch] = if uncovered[i] && uncovered[j] {
-                            synth.image.data[j * 3 + ch] - synth.image.data[i * 3 + ch]
-                        } else {
-                            0.0
+                        grads[i * 3 + ch] = match (uncovered[i] && uncovered[j], synth_at(i, ch), synth_at(j, ch)) {
+                            (true, Some(a), Some(b)) => b - a,
+                            _ => 0.0,
                         };
                     }
                 }
@@ -534,6 +565,16 @@ fn geometry_frame(
         }
     }
 
+    // Small holes: zero gradients into and inside them (a membrane fill).
+    for i in 0..n {
+        let (x, y) = (i % w, i / w);
+        for (ok, j, grads) in [(x + 1 < w, i + 1, &mut gx), (y + 1 < h, i + w, &mut gy)] {
+            if ok && (uncovered[i] || uncovered[j]) && grads[i * 3].is_nan() {
+                grads[i * 3..i * 3 + 3].fill(0.0);
+            }
+        }
+    }
+    let t_synth = timer.elapsed().as_secs_f32();
     let solved = if config.gradient_domain {
         PoissonProblem {
             width: w,
@@ -554,11 +595,57 @@ fn geometry_frame(
             error[i] = 0.0;
         }
     }
+    if std::env::var_os("SPLATDIFF_TIMING").is_some() {
+        eprintln!(
+            "frame {t}: offers {t_offers:.2} blend {t_blend:.2} synth {t_synth:.2} ({n_unc} px) poisson {:.2}",
+            timer.elapsed().as_secs_f32()
+        );
+    }
     Ok(PropagatedFrame {
         image: rgba_with_mask(|i| [solved[i * 3], solved[i * 3 + 1], solved[i * 3 + 2]], &g.mask, w, h),
         error,
         coverage,
     })
+}
+
+/// Uncovered pixels farther than `reach` pixels (chessboard) from every
+/// covered pixel.
+fn large_holes(uncovered: &[bool], covered: &[bool], w: usize, h: usize, reach: usize) -> Vec<bool> {
+    let mut near: Vec<bool> = covered.to_vec();
+    for _ in 0..reach {
+        let prev = near.clone();
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                if prev[i] {
+                    continue;
+                }
+                let (xa, xb, ya, yb) =
+                    (x.saturating_sub(1), (x + 1).min(w - 1), y.saturating_sub(1), (y + 1).min(h - 1));
+                near[i] = (ya..=yb).any(|yy| (xa..=xb).any(|xx| prev[yy * w + xx]));
+            }
+        }
+    }
+    uncovered.iter().zip(&near).map(|(u, n)| *u && !n).collect()
+}
+
+/// The rectangle (x0, y0, width, height) around the set pixels, grown by
+/// `margin`; `None` when none is set.
+fn bounding_box(set: &[bool], w: usize, h: usize, margin: usize) -> Option<(usize, usize, usize, usize)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, _) in set.iter().enumerate().filter(|(_, s)| **s) {
+        let (x, y) = (i % w, i / w);
+        x0 = x0.min(x);
+        y0 = y0.min(y);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 == usize::MAX {
+        return None;
+    }
+    let (x0, y0) = (x0.saturating_sub(margin), y0.saturating_sub(margin));
+    let (x1, y1) = ((x1 + margin).min(w - 1), (y1 + margin).min(h - 1));
+    Some((x0, y0, x1 - x0 + 1, y1 - y0 + 1))
 }
 
 /// The keyframes nearest to frame `t` in the sequence, at most `count`.
@@ -580,8 +667,10 @@ fn synthesize_uncovered(
     reprojections: &[Vec<Option<Reprojection>>],
     blend: &[[f32; 3]],
     covered: &[bool],
+    region: (usize, usize, usize, usize),
     config: &PropagateConfig,
 ) -> Result<crate::patchmatch::Synthesis> {
+    let (x0, y0, rw, rh) = region;
     let frame = &frames[t];
     let g = &frame.geometry;
     let (w, h) = (g.width, g.height);
@@ -622,12 +711,13 @@ fn synthesize_uncovered(
     let key_pos: Vec<Image> = key_frames.iter().map(|f| position_guide(&f.geometry, lo, size)).collect();
     let key_masks: Vec<Image> = key_frames.iter().map(|f| mask_image(&f.geometry)).collect();
     let refs = |v: &[Image]| -> Image { atlas(&v.iter().collect::<Vec<_>>()) };
+    let crop = |img: Image| img.crop(x0, y0, rw, rh);
     let guides = vec![
-        Guide { source: refs(&key_renders), target: render_rgb.clone(), weight: gw.colour },
-        Guide { source: refs(&key_edges), target: render_rgb.edges(), weight: gw.edges },
-        Guide { source: refs(&key_pos), target: position_guide(g, lo, size), weight: gw.position },
-        Guide { source: refs(&key_images), target: temporal, weight: gw.temporal },
-        Guide { source: refs(&key_masks), target: mask_image(g), weight: gw.mask },
+        Guide { source: refs(&key_renders), target: crop(render_rgb.clone()), weight: gw.colour },
+        Guide { source: refs(&key_edges), target: crop(render_rgb.edges()), weight: gw.edges },
+        Guide { source: refs(&key_pos), target: crop(position_guide(g, lo, size)), weight: gw.position },
+        Guide { source: refs(&key_images), target: crop(temporal), weight: gw.temporal },
+        Guide { source: refs(&key_masks), target: crop(mask_image(g)), weight: gw.mask },
     ];
     let style = refs(&key_images);
     let source_labels: Vec<u8> = {
@@ -641,8 +731,9 @@ fn synthesize_uncovered(
         out
     };
     // Anchors: the first of the two keyframes that sees the pixel.
-    let mut anchors = vec![[f32::NAN; 2]; w * h];
-    for (i, a) in anchors.iter_mut().enumerate() {
+    let mut anchors = vec![[f32::NAN; 2]; rw * rh];
+    for (r, a) in anchors.iter_mut().enumerate() {
+        let i = (y0 + r / rw) * w + x0 + r % rw;
         for (slot_in_atlas, &s) in slots.iter().enumerate() {
             if let Some(r) = reprojections[s][i] {
                 *a = [r.position.x + (slot_in_atlas * w) as f32, r.position.y];
@@ -653,7 +744,7 @@ fn synthesize_uncovered(
     let constraints = Constraints {
         anchors: Some(anchors),
         anchor_radius: config.search_radius,
-        labels: Some((source_labels, labels(g))),
+        labels: Some((source_labels, crop(mask_image(g)).data.iter().map(|&m| (m > 0.5) as u8).collect())),
     };
     synthesize(&style, &guides, &constraints, &config.synthesis)
 }
