@@ -106,3 +106,43 @@ pub fn turntable(n: usize, size: u32) -> Turntable {
 pub fn keys_from_truth(t: &Turntable, indices: &[usize]) -> Vec<Keyframe> {
     indices.iter().map(|&i| Keyframe { index: i, image: t.truth[i].clone() }).collect()
 }
+
+/// Writes the turntable as a capture folder (transforms.json, images/,
+/// depth/, mask/) the way the Blender capture does, and the ground truth
+/// at `keys` into `keys_dir`, named like the frames.
+pub fn write_capture(t: &Turntable, dir: &std::path::Path, keys_dir: &std::path::Path, keys: &[usize]) {
+    use splatdiff_scene::maps::{write_depth_exr, write_mask_png};
+    use splatdiff_scene::transforms::{write_transforms, Dataset, Frame};
+    use splatdiff_scene::FloatMap;
+    for sub in ["images", "depth", "mask"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::create_dir_all(keys_dir).unwrap();
+    let mut dataset = Dataset { root: dir.to_path_buf(), ..Default::default() };
+    for (i, f) in t.frames.iter().enumerate() {
+        let name = format!("r_{i:03}");
+        let g = &f.geometry;
+        let image_path = dir.join("images").join(format!("{name}.png"));
+        f.render.write_png(&image_path).unwrap();
+        let depth_path = dir.join("depth").join(format!("{name}.exr"));
+        let depth =
+            FloatMap { width: g.width as u32, height: g.height as u32, channels: 1, data: g.depth.clone().unwrap() };
+        write_depth_exr(&depth_path, &depth).unwrap();
+        let mask_path = dir.join("mask").join(format!("{name}.png"));
+        let mask: Vec<u8> = g.mask.iter().map(|m| (m * 255.0) as u8).collect();
+        write_mask_png(&mask_path, g.width as u32, g.height as u32, &mask).unwrap();
+        if keys.contains(&i) {
+            t.truth[i].write_png(&keys_dir.join(format!("{name}.png"))).unwrap();
+        }
+        dataset.frames.push(Frame {
+            name: name.clone(),
+            file_path: format!("images/{name}.png"),
+            image_path,
+            camera: g.camera,
+            depth_path: Some(depth_path),
+            normal_path: None,
+            mask_path: Some(mask_path),
+        });
+    }
+    write_transforms(&dir.join("transforms.json"), &dataset).unwrap();
+}
