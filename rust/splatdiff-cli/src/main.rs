@@ -2,6 +2,8 @@
 //! engineers and scripted runs. The Blender add-on and this tool share the
 //! same work folders and manifests.
 
+mod diffuse;
+mod propagate;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +83,13 @@ enum Command {
         #[arg(long)]
         max_side: Option<u32>,
     },
+    /// Restyle keyframe images by text prompt with Stable Diffusion img2img
+    /// and ControlNets (SD 1.x / 2.x weights, natively on the CPU).
+    Diffuse(Box<diffuse::DiffuseArgs>),
+    /// Carry restyled keyframes' look to every frame of a capture.
+    Propagate(propagate::PropagateArgs),
+    /// Restyle an image or a capture's keyframes with a style image (no model needed).
+    Exemplar(propagate::ExemplarArgs),
     /// Print what a splat PLY, a transforms.json or a work folder holds.
     Info { path: PathBuf },
     /// Convert a splat file: `.ply` to `.ply` (standard layout) or `.splat`.
@@ -104,6 +113,9 @@ fn dispatch(command: Command) -> Result<()> {
             train::train(args)
         }
         Command::Render { model, cameras, out, max_side } => train::render(&model, &cameras, &out, max_side),
+        Command::Diffuse(args) => diffuse::run_diffuse(*args),
+        Command::Propagate(args) => propagate::run_propagate(args),
+        Command::Exemplar(args) => propagate::run_exemplar(args),
         Command::Info { path } => info(&path),
         Command::Convert { input, output } => convert(&input, &output),
     }
