@@ -29,7 +29,8 @@ fn propagate_then_exemplar_on_a_capture_folder() {
     for name in ["transforms.json", "propagate.json", "images/r_005.png", "error/r_005.exr"] {
         assert!(out.join(name).is_file(), "{name} missing");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("propagate.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("propagate.json")).unwrap()).unwrap();
     assert_eq!(report["keyframes"], serde_json::json!(["r_000", "r_002", "r_004"]));
 
     // Exemplar keyframes from a style image, then propagated.

@@ -4,20 +4,20 @@
 
 pub mod error;
 pub use error::{DiffusionError, Result};
-pub mod scheduler;
-pub mod unet;
-pub mod controlnet;
-pub mod rng;
-pub mod control;
-pub mod consistency;
 pub mod clip;
+pub mod consistency;
+pub mod control;
+pub mod controlnet;
 pub mod embeddings;
 pub mod loader;
 pub mod lora;
 pub mod model;
-pub mod tokenizer;
-pub mod vae;
-pub mod weights;
+pub mod pipeline;
+pub mod rng;
+pub mod scheduler;
 #[cfg(test)]
 mod test_support;
-pub mod pipeline;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
