@@ -22,7 +22,9 @@
 //! guides, and the two are crossfaded by sequence distance.
 //!
 //! Frames are processed in order (the temporal guide needs the previous
-//! output); the work inside a frame is parallel and deterministic.
+//! output); the work inside a frame is parallel and deterministic. With the
+//! environment variable `SPLATDIFF_TIMING` set, each frame prints how long
+//! its reprojection, blend, synthesis and Poisson solve took.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
