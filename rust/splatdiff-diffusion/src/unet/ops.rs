@@ -430,11 +430,13 @@ fn attention_portable(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f
     Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, n, c))?.to_dtype(dtype)
 }
 
-/// Queries per block of the fused CPU attention: the block's scores (rows x
-/// keys f32) stay within a few hundred KiB so they live in L2 between the
-/// two GEMMs.
+/// Queries per block of the fused CPU attention: up to 256, with the block's
+/// scores (rows x keys f32) kept within 4 MiB. Each GEMM call packs the head's
+/// keys or values afresh, so small blocks spend more time packing than
+/// multiplying (at 4096 keys, 256-row blocks run SD 1.5's self-attention
+/// about 1.7x faster than 16-row blocks that fit L2).
 fn query_block(keys: usize) -> usize {
-    ((256 << 10) / (4 * keys.max(1))).clamp(8, 256)
+    ((4 << 20) / (4 * keys.max(1))).clamp(8, 256)
 }
 
 struct AttentionOp {
@@ -569,8 +571,18 @@ unsafe fn softmax_avx2(row: &mut [f32]) -> f32 {
 #[inline(always)]
 fn softmax_generic(row: &mut [f32]) -> f32 {
     const L: usize = 16;
-    let mut maxs = [f32::NEG_INFINITY; L];
-    let mut chunks = row.chunks_exact(L);
+    // Four independent vectors of running maxima, compared with `>` rather
+    // than `f32::max` (whose NaN handling serialises the loop).
+    let mut maxs = [f32::NEG_INFINITY; 4 * L];
+    let mut wide = row.chunks_exact(4 * L);
+    for ch in &mut wide {
+        for i in 0..4 * L {
+            if ch[i] > maxs[i] {
+                maxs[i] = ch[i];
+            }
+        }
+    }
+    let mut chunks = wide.remainder().chunks_exact(L);
     for ch in &mut chunks {
         for i in 0..L {
             maxs[i] = maxs[i].max(ch[i]);
@@ -604,14 +616,18 @@ fn softmax_generic(row: &mut [f32]) -> f32 {
 pub(crate) fn exp_approx(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let t = x * std::f32::consts::LOG2_E;
-    // Round to nearest via the 1.5*2^23 trick (vectorises, unlike f32::round).
-    let n = (t + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest via the 1.5*2^23 trick (vectorises, unlike f32::round):
+    // the low mantissa bits of `shifted` then hold `n` as a two's-complement integer.
+    let shifted = t + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    // `n + 127` from those bits with wrapping integer ops, which vectorise (a
+    // saturating `n as i32` does not); the clamp keeps it within 1..=254.
+    f32::from_bits(shifted.to_bits().wrapping_add(127u32.wrapping_sub(0x4B40_0000)) << 23) * p
 }
 
 #[cfg(test)]
