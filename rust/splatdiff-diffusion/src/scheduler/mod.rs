@@ -49,12 +49,18 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f64];
 
     /// Standard deviation of pure noise at the start of a full (strength 1)
-    /// schedule: what text-to-image multiplies its initial noise by.
-    fn init_noise_sigma(&self) -> f64;
+    /// schedule: what text-to-image multiplies its initial noise by (1 for
+    /// variance-preserving schedulers, larger for sigma-parameterised ones).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
     /// Scales the latents before they go into the UNet at step `step_index`
     /// (the identity except for sigma-parameterised schedulers such as Euler).
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor>;
+    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor> {
+        check_index(step_index, self.timesteps().len())?;
+        Ok(sample.clone())
+    }
 
     /// Noises clean latents `original` to the noise level of step
     /// `step_index` with the given standard-normal `noise`; img2img starts
