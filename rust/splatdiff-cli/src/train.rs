@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use glam::Vec3;
 use serde_json::json;
 use splatdiff_pipeline::points::{back_project, PointsConfig};
@@ -10,7 +10,7 @@ use splatdiff_pipeline::{Job, PipelineError};
 use splatdiff_render::gpu::{GpuContext, GpuRenderer, GpuSplats};
 use splatdiff_render::{Splats, View};
 use splatdiff_scene::maps::{write_depth_exr, write_rgba_png, FloatMap};
-use splatdiff_scene::transforms::{read_transforms_unchecked, write_transforms, Dataset, Frame};
+use splatdiff_scene::transforms::{find_transforms, read_transforms_unchecked, write_transforms, Dataset, Frame};
 use splatdiff_scene::{read_splats, write_splats, Camera};
 use splatdiff_train::dataset::training_size;
 use splatdiff_train::{init, load_dataset, TrainConfig, Trainer};
@@ -31,15 +31,7 @@ pub struct TrainArgs {
 
 /// A transforms.json given directly, or found in a folder.
 fn transforms_path(data: &Path) -> Result<PathBuf> {
-    if data.is_file() {
-        return Ok(data.to_path_buf());
-    }
-    for name in ["transforms_train.json", "transforms.json"] {
-        if data.join(name).is_file() {
-            return Ok(data.join(name));
-        }
-    }
-    bail!("{}: no transforms_train.json or transforms.json there", data.display())
+    Ok(find_transforms(data, &["transforms_train.json", "transforms.json"])?)
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

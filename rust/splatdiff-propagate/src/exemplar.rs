@@ -36,21 +36,7 @@ impl Default for ExemplarConfig {
 
 /// Synthesises the target from `style` with explicit guide pairs.
 pub fn stylize_with_guides(style: &Image, guides: &[Guide], config: &SynthesisConfig) -> Result<Synthesis> {
-    synthesize(&rgb(style), guides, &Constraints::default(), config)
-}
-
-fn rgb(img: &Image) -> Image {
-    match img.channels {
-        3 => img.clone(),
-        1 | 2 => {
-            let mut out = Image::new(img.width, img.height, 3);
-            for i in 0..img.width * img.height {
-                out.data[i * 3..i * 3 + 3].fill(img.data[i * img.channels]);
-            }
-            out
-        }
-        _ => img.select_channels(0..3),
-    }
+    synthesize(&style.to_rgb(), guides, &Constraints::default(), config)
 }
 
 fn luminance(img: &Image) -> Vec<f32> {
@@ -114,7 +100,7 @@ pub fn stylize_render(style: &Image, render: &Image, mask: &[f32], config: &Exem
         mask.iter().map(|m| (*m > 0.5) as u8).collect::<Vec<u8>>(),
     );
     let synth = synthesize(
-        &rgb(style),
+        &style.to_rgb(),
         &guides,
         &Constraints { labels: Some(labels), ..Default::default() },
         &config.synthesis,

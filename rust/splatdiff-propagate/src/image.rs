@@ -61,6 +61,29 @@ impl Image {
         }
     }
 
+    /// RGB of pixel `i` (row-major index): the first three channels, or the
+    /// grey value three times for 1- and 2-channel images.
+    pub fn rgb(&self, i: usize) -> [f32; 3] {
+        let p = &self.data[i * self.channels..(i + 1) * self.channels];
+        if self.channels >= 3 {
+            [p[0], p[1], p[2]]
+        } else {
+            [p[0]; 3]
+        }
+    }
+
+    /// The image as 3-channel RGB (alpha dropped, grey expanded).
+    pub fn to_rgb(&self) -> Image {
+        if self.channels == 3 {
+            return self.clone();
+        }
+        let mut out = Image::new(self.width, self.height, 3);
+        for i in 0..self.width * self.height {
+            out.data[i * 3..i * 3 + 3].copy_from_slice(&self.rgb(i));
+        }
+        out
+    }
+
     /// The `w`x`h` rectangle whose top-left pixel is (`x0`, `y0`).
     pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
         let c = self.channels;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use glam::Vec3;
 use splatdiff_scene::maps::{read_float_exr, read_mask_png, write_depth_exr};
-use splatdiff_scene::transforms::{read_transforms, write_transforms, Dataset};
+use splatdiff_scene::transforms::{find_transforms, read_transforms, write_transforms, Dataset};
 use splatdiff_scene::FloatMap;
 
 use crate::error::{PropagateError, Result};
@@ -24,25 +24,11 @@ pub struct Capture {
     pub warnings: Vec<String>,
 }
 
-/// Finds the transforms file of a capture folder (or takes the file itself).
-pub fn transforms_path(data: &Path) -> Result<PathBuf> {
-    if data.is_file() {
-        return Ok(data.to_path_buf());
-    }
-    for name in ["transforms.json", "transforms_train.json"] {
-        let p = data.join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(PropagateError::file(data, "no transforms.json here: expected a capture folder"))
-}
-
 /// Reads every frame of a capture: render, depth, normals and mask. A frame
 /// without depth is kept (propagation then falls back to patches, with a
 /// warning); NaN depth values count as "no object" and are reported.
 pub fn read_capture(data: &Path) -> Result<Capture> {
-    let dataset = read_transforms(&transforms_path(data)?)?;
+    let dataset = read_transforms(&find_transforms(data, &["transforms.json", "transforms_train.json"])?)?;
     let mut warnings = dataset.warnings.clone();
     let mut frames = Vec::with_capacity(dataset.frames.len());
     for f in &dataset.frames {

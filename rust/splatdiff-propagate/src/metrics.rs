@@ -8,22 +8,13 @@ use rayon::prelude::*;
 use crate::geometry::FrameGeometry;
 use crate::image::Image;
 
-fn rgb_at(img: &Image, i: usize) -> [f32; 3] {
-    let p = &img.data[i * img.channels..(i + 1) * img.channels];
-    if img.channels >= 3 {
-        [p[0], p[1], p[2]]
-    } else {
-        [p[0]; 3]
-    }
-}
-
 /// PSNR in dB of `a` against `b` over the RGB of pixels where `mask` > 0.5.
 pub fn psnr_masked(a: &Image, b: &Image, mask: &[f32]) -> f64 {
     let mut se = 0.0f64;
     let mut n = 0usize;
     for (i, &m) in mask.iter().enumerate() {
         if m > 0.5 {
-            let (x, y) = (rgb_at(a, i), rgb_at(b, i));
+            let (x, y) = (a.rgb(i), b.rgb(i));
             for k in 0..3 {
                 se += ((x[k] - y[k]) as f64).powi(2);
             }
@@ -77,8 +68,8 @@ pub fn ssim_masked(a: &Image, b: &Image, mask: &[f32]) -> f64 {
     let mut total = 0.0f64;
     let mut count = 0usize;
     for ch in 0..3 {
-        let x: Vec<f32> = (0..w * h).map(|i| rgb_at(a, i)[ch]).collect();
-        let y: Vec<f32> = (0..w * h).map(|i| rgb_at(b, i)[ch]).collect();
+        let x: Vec<f32> = (0..w * h).map(|i| a.rgb(i)[ch]).collect();
+        let y: Vec<f32> = (0..w * h).map(|i| b.rgb(i)[ch]).collect();
         let xx: Vec<f32> = x.iter().map(|v| v * v).collect();
         let yy: Vec<f32> = y.iter().map(|v| v * v).collect();
         let xy: Vec<f32> = x.iter().zip(&y).map(|(p, q)| p * q).collect();
@@ -114,7 +105,7 @@ pub fn warp_error(a_geom: &FrameGeometry, a: &Image, b_geom: &FrameGeometry, b: 
             for x in 0..w {
                 if let Some(r) = b_geom.reproject(a_geom, x, y) {
                     a.sample_bilinear(r.position.x, r.position.y, &mut px);
-                    let q = rgb_at(b, y * w + x);
+                    let q = b.rgb(y * w + x);
                     let p = if a.channels >= 3 { [px[0], px[1], px[2]] } else { [px[0]; 3] };
                     sum += (0..3).map(|k| (p[k] - q[k]).abs() as f64).sum::<f64>() / 3.0;
                     n += 1;

@@ -228,15 +228,6 @@ fn validate(frames: &[FrameInput], keys: &[Keyframe]) -> Result<()> {
     Ok(())
 }
 
-/// RGB of pixel `i` of an image with 1, 3 or 4 channels.
-fn rgb(img: &Image, i: usize) -> [f32; 3] {
-    let p = &img.data[i * img.channels..(i + 1) * img.channels];
-    match img.channels {
-        1 | 2 => [p[0]; 3],
-        _ => [p[0], p[1], p[2]],
-    }
-}
-
 fn rgba_with_mask(rgb_of: impl Fn(usize) -> [f32; 3], mask: &[f32], w: usize, h: usize) -> Image {
     let mut out = Image::new(w, h, 4);
     for i in 0..w * h {
@@ -252,7 +243,7 @@ fn rgba_with_mask(rgb_of: impl Fn(usize) -> [f32; 3], mask: &[f32], w: usize, h:
 fn keyframe_output(frame: &FrameInput, key: &Image) -> PropagatedFrame {
     let g = &frame.geometry;
     PropagatedFrame {
-        image: rgba_with_mask(|i| rgb(key, i), &g.mask, g.width, g.height),
+        image: rgba_with_mask(|i| key.rgb(i), &g.mask, g.width, g.height),
         error: vec![0.0; g.width * g.height],
         coverage: 1.0,
     }
@@ -298,7 +289,7 @@ fn sample_object(img: &Image, mask: &[f32], x: f32, y: f32) -> Option<[f32; 3]> 
         let (px, py) = ((x0 + dx).min(w - 1), (y0 + dy).min(h - 1));
         let i = py * w + px;
         if mask[i] > 0.5 && wt > 0.0 {
-            let c = rgb(img, i);
+            let c = img.rgb(i);
             for k in 0..3 {
                 acc[k] += wt * c[k];
             }
@@ -428,17 +419,6 @@ fn position_guide(g: &FrameGeometry, lo: Vec3, size: f32) -> Image {
 
 fn mask_image(g: &FrameGeometry) -> Image {
     Image { width: g.width, height: g.height, channels: 1, data: g.mask.clone() }
-}
-
-fn rgb_image(img: &Image) -> Image {
-    if img.channels == 3 {
-        return img.clone();
-    }
-    let mut out = Image::new(img.width, img.height, 3);
-    for i in 0..img.width * img.height {
-        out.data[i * 3..i * 3 + 3].copy_from_slice(&rgb(img, i));
-    }
-    out
 }
 
 fn labels(g: &FrameGeometry) -> Vec<u8> {
@@ -685,7 +665,7 @@ fn synthesize_uncovered(
 
     // Temporal guide: the previous output warped here through geometry
     // where it saw the point, else the keyframe blend, else the render.
-    let render_rgb = rgb_image(&frame.render);
+    let render_rgb = frame.render.to_rgb();
     let mut temporal = render_rgb.clone();
     for i in 0..w * h {
         if covered[i] {
@@ -707,8 +687,8 @@ fn synthesize_uncovered(
             }
         }
     }
-    let key_images: Vec<Image> = slots.iter().map(|&s| rgb_image(&keys[s].image)).collect();
-    let key_renders: Vec<Image> = key_frames.iter().map(|f| rgb_image(&f.render)).collect();
+    let key_images: Vec<Image> = slots.iter().map(|&s| keys[s].image.to_rgb()).collect();
+    let key_renders: Vec<Image> = key_frames.iter().map(|f| f.render.to_rgb()).collect();
     let key_edges: Vec<Image> = key_renders.iter().map(Image::edges).collect();
     let key_pos: Vec<Image> = key_frames.iter().map(|f| position_guide(&f.geometry, lo, size)).collect();
     let key_masks: Vec<Image> = key_frames.iter().map(|f| mask_image(&f.geometry)).collect();
@@ -792,18 +772,18 @@ fn patch_frame(
         .map(|(s, _)| s);
     let mut slots: Vec<usize> = before.into_iter().chain(after).collect();
     slots.dedup();
-    let render_rgb = rgb_image(&frame.render);
+    let render_rgb = frame.render.to_rgb();
     let gw = &config.guides;
     let mut results = Vec::new();
     for &s in &slots {
         let kf = &frames[keys[s].index];
-        let kr = rgb_image(&kf.render);
+        let kr = kf.render.to_rgb();
         let guides = vec![
             Guide { source: kr.clone(), target: render_rgb.clone(), weight: gw.colour },
             Guide { source: kr.edges(), target: render_rgb.edges(), weight: gw.edges },
             Guide { source: mask_image(&kf.geometry), target: mask_image(g), weight: gw.mask },
         ];
-        let synth = synthesize(&rgb_image(&keys[s].image), &guides, &Constraints::default(), &config.synthesis)?;
+        let synth = synthesize(&keys[s].image.to_rgb(), &guides, &Constraints::default(), &config.synthesis)?;
         let d = sequence_distance(t, keys[s].index, n, config.cyclic) as f32;
         results.push((synth, d));
     }

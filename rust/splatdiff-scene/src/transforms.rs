@@ -58,6 +58,19 @@ pub struct Dataset {
 /// Intrinsics keys, allowed at the top level and in frames.
 const INTRINSIC_KEYS: [&str; 8] = ["camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h"];
 
+/// `path` itself when it is a file, else the first of `names` (such as
+/// `transforms.json`) found in the folder `path`.
+pub fn find_transforms(path: &Path, names: &[&str]) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    names
+        .iter()
+        .map(|n| path.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| SceneError::invalid(path, format!("no {} there", names.join(" or "))))
+}
+
 /// Reads a `transforms.json` file. Frames whose image file is missing are
 /// skipped with a warning; it is an error if no frame is left.
 pub fn read_transforms(path: &Path) -> Result<Dataset> {
