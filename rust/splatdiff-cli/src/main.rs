@@ -4,6 +4,7 @@
 
 mod diffuse;
 mod propagate;
+mod run;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use splatdiff_pipeline::{run_pipeline, Job, RunConfig, WorkDir};
+use splatdiff_pipeline::{Job, WorkDir};
 use splatdiff_scene::ply::{read_splats, write_splats};
 use splatdiff_scene::splat_file::write_splat_file;
 use splatdiff_scene::transforms::read_transforms;
@@ -31,18 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the native stages after capture in a work folder (resumes finished stages).
-    Run {
-        /// The run's work folder, holding a finished `capture` stage.
-        #[arg(long)]
-        work: PathBuf,
-        /// Run config as JSON (see README); defaults otherwise.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Re-run this stage and those after it even if their settings changed.
-        #[arg(long)]
-        restart_from: Option<String>,
-    },
+    /// Run the loop after capture: keyframes restyled, propagated, splats
+    /// trained and rendered, for N iterations, then the report. Finished
+    /// stages are reused, so running again resumes.
+    Run(run::RunArgs),
     /// Train Gaussian splats on posed images (a NeRF/instant-ngp transforms.json).
     Train {
         /// A transforms.json, or a folder holding transforms_train.json or transforms.json.
@@ -106,7 +99,7 @@ fn main() {
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run { work, config, restart_from } => run(&work, config.as_deref(), restart_from),
+        Command::Run(args) => run::run(args),
         Command::Train { data, steps, out, max_side, max_splats, init, config, checkpoint } => {
             let checkpoint = checkpoint.unwrap_or_else(|| out.with_extension("checkpoint"));
             let args = TrainArgs { data, steps, out, max_side, max_splats, init, config, checkpoint };
@@ -119,25 +112,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Info { path } => info(&path),
         Command::Convert { input, output } => convert(&input, &output),
     }
-}
-
-fn run(work: &Path, config: Option<&Path>, restart_from: Option<String>) -> Result<()> {
-    let mut config: RunConfig = match config {
-        Some(path) => train::read_json(path)?,
-        None => RunConfig::default(),
-    };
-    if restart_from.is_some() {
-        config.restart_from = restart_from;
-    }
-    let work = WorkDir::open(work)?;
-    let job = Job::spawn("pipeline", move |ctx| run_pipeline(&work, &config, ctx));
-    let outcome = follow(job);
-    let result = outcome?;
-    for stage in result["stages"].as_array().into_iter().flatten() {
-        let status = stage["status"].as_str().unwrap_or("?").replace('_', " ");
-        println!("{:>10}: {status}", stage["name"].as_str().unwrap_or("?"));
-    }
-    Ok(())
 }
 
 fn info(path: &Path) -> Result<()> {

@@ -6,13 +6,12 @@ use anyhow::{Context, Result};
 use glam::Vec3;
 use serde_json::json;
 use splatdiff_pipeline::points::{back_project, PointsConfig};
+use splatdiff_pipeline::render::render_views;
 use splatdiff_pipeline::{Job, PipelineError};
-use splatdiff_render::gpu::{GpuContext, GpuRenderer, GpuSplats};
-use splatdiff_render::{Splats, View};
-use splatdiff_scene::maps::{write_depth_exr, write_rgba_png, FloatMap};
-use splatdiff_scene::transforms::{find_transforms, read_transforms_unchecked, write_transforms, Dataset, Frame};
+use splatdiff_render::gpu::GpuContext;
+use splatdiff_render::Splats;
+use splatdiff_scene::transforms::{find_transforms, read_transforms_unchecked};
 use splatdiff_scene::{read_splats, write_splats, Camera};
-use splatdiff_train::dataset::training_size;
 use splatdiff_train::{init, load_dataset, TrainConfig, Trainer};
 
 use crate::follow;
@@ -56,7 +55,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let out = args.out.clone();
     let job = Job::spawn("train", move |ctx| {
-        ctx.set_stage("load");
+        ctx.set_stage("load", (0.0, 0.05));
         let images = load_dataset(&transforms, config.max_side)
             .map_err(|e| PipelineError::invalid(&transforms, e.to_string()))?;
         let gpu = GpuContext::new().map_err(err)?;
@@ -78,7 +77,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             Trainer::new(&gpu, images, start, config.clone()).map_err(err)?
         };
         trainer.set_checkpoint_dir(Some(args.checkpoint.clone()));
-        ctx.set_stage("train");
+        ctx.set_stage("train", (0.05, 1.0));
         let steps = trainer.config().steps as usize;
         let started = std::time::Instant::now();
         let first = trainer.step_count();
@@ -159,35 +158,14 @@ fn looked_at_box(cameras: &[Camera]) -> (Vec3, f32) {
 }
 
 pub fn render(model: &Path, cameras: &Path, out: &Path, max_side: Option<u32>) -> Result<()> {
-    let splats = Splats::from_gaussians(&read_splats(model)?);
-    let dataset = read_transforms_unchecked(cameras)?;
-    let gpu = GpuContext::new()?;
-    let gpu_splats = GpuSplats::upload(&gpu, &splats)?;
-    let mut renderer = GpuRenderer::new(&gpu)?;
-    std::fs::create_dir_all(out.join("depth")).with_context(|| format!("{}", out.display()))?;
-    let mut frames = Vec::with_capacity(dataset.frames.len());
-    for frame in &dataset.frames {
-        let k = frame.camera.intrinsics;
-        let (w, h) = training_size(k.width, k.height, max_side);
-        let camera = Camera::new(frame.camera.cam_to_world, k.scaled(w, h));
-        let view = View { camera, active_sh_degree: splats.sh_degree, background: Vec3::ZERO };
-        let image = renderer.render(&gpu, &gpu_splats, &view)?;
-        let image_path = out.join(format!("{}.png", frame.name));
-        let depth_path = out.join("depth").join(format!("{}.exr", frame.name));
-        write_rgba_png(&image_path, w, h, &image.straight_rgba(Vec3::ZERO))?;
-        write_depth_exr(&depth_path, &FloatMap { width: w, height: h, channels: 1, data: image.depth })?;
-        frames.push(Frame {
-            name: frame.name.clone(),
-            file_path: format!("{}.png", frame.name),
-            image_path,
-            camera,
-            depth_path: Some(depth_path),
-            normal_path: None,
-            mask_path: None,
-        });
-    }
-    let rendered = Dataset { root: out.to_path_buf(), frames, warnings: vec![], extra: Default::default() };
-    write_transforms(&out.join("transforms.json"), &rendered)?;
-    println!("rendered {} views of {} splats into {}", rendered.frames.len(), splats.len(), out.display());
+    let frames = read_transforms_unchecked(cameras)?.frames;
+    let (model, out_dir) = (model.to_path_buf(), out.to_path_buf());
+    let job = Job::spawn("render", move |ctx| {
+        ctx.set_stage("render", (0.0, 1.0));
+        let images = render_views(&model, &frames, &out_dir, max_side, ctx)?;
+        Ok(json!({ "views": images.len() }))
+    });
+    let result = follow(job)?;
+    println!("rendered {} views into {}", result["views"], out.display());
     Ok(())
 }

@@ -13,6 +13,14 @@ pub enum PipelineError {
     /// A folder or file of the run is in a state the pipeline cannot use.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A stage failed for a reason its own crate explains (the message names
+    /// the file or setting at fault).
+    #[error("{stage}: {message}")]
+    Stage { stage: &'static str, message: String },
+    /// Not a failure: the run waits for the user (external edits in
+    /// `folder`); finished stages are kept and a resume goes on.
+    #[error("{message}")]
+    Paused { folder: PathBuf, message: String },
     /// The user cancelled; finished stages are kept.
     #[error("cancelled")]
     Cancelled,
@@ -28,6 +36,25 @@ impl PipelineError {
 
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Self::Scene(SceneError::io(path, source))
+    }
+}
+
+impl From<splatdiff_propagate::PropagateError> for PipelineError {
+    fn from(e: splatdiff_propagate::PropagateError) -> Self {
+        match e {
+            splatdiff_propagate::PropagateError::Cancelled => Self::Cancelled,
+            splatdiff_propagate::PropagateError::Scene(e) => Self::Scene(e),
+            other => Self::Stage { stage: "propagate", message: other.to_string() },
+        }
+    }
+}
+
+impl From<splatdiff_diffusion::DiffusionError> for PipelineError {
+    fn from(e: splatdiff_diffusion::DiffusionError) -> Self {
+        match e {
+            splatdiff_diffusion::DiffusionError::Cancelled => Self::Cancelled,
+            other => Self::Stage { stage: "stylize", message: other.to_string() },
+        }
     }
 }
 

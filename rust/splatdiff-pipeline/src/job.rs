@@ -41,15 +41,24 @@ struct Shared {
 /// Handle given to the work function: reports progress and checks for cancellation.
 pub struct JobContext {
     shared: Arc<Shared>,
+    stage: Mutex<StageClock>,
+}
+
+/// The running stage's share of the whole job and when it started, for
+/// mapping its steps onto the job's progress and estimating its time left.
+struct StageClock {
+    span: (f32, f32),
     started: Instant,
 }
 
 impl JobContext {
-    /// Starts reporting a new stage.
-    pub fn set_stage(&self, stage: &str) {
+    /// Starts reporting a new stage, which covers `span` (from, to) of the whole job.
+    pub fn set_stage(&self, stage: &str, span: (f32, f32)) {
+        *self.stage.lock().unwrap() = StageClock { span, started: Instant::now() };
         let mut status = self.shared.status.lock().unwrap();
         status.stage = stage.to_string();
         status.message.clear();
+        status.progress = span.0.clamp(0.0, 1.0);
         drop(status);
         self.log(format!("stage {stage}"));
     }
@@ -61,13 +70,22 @@ impl JobContext {
         status.message = message.into();
     }
 
-    /// Reports `done` of `total` units in the current stage, mapped onto the
-    /// span `[from, to]` of the whole job, with an estimate of the time left.
+    /// Replaces the status line, keeping the progress.
+    pub fn set_message(&self, message: impl Into<String>) {
+        self.shared.status.lock().unwrap().message = message.into();
+    }
+
+    /// Reports `done` of `total` units of the part `[from, to]` of the
+    /// current stage, with an estimate of the stage's time left.
     pub fn set_steps(&self, done: usize, total: usize, from: f32, to: f32, what: &str) {
         let fraction = if total == 0 { 1.0 } else { done as f32 / total as f32 };
-        let elapsed = self.started.elapsed().as_secs_f32();
-        let overall = from + (to - from) * fraction;
-        let left = if overall > 0.01 { elapsed * (1.0 - overall) / overall } else { f32::NAN };
+        let (span, elapsed) = {
+            let clock = self.stage.lock().unwrap();
+            (clock.span, clock.started.elapsed().as_secs_f32())
+        };
+        let in_stage = from + (to - from) * fraction;
+        let overall = span.0 + (span.1 - span.0) * in_stage;
+        let left = if in_stage > 0.01 { elapsed * (1.0 - in_stage) / in_stage } else { f32::NAN };
         let eta = if left.is_finite() { format!(", about {} left", human_seconds(left)) } else { String::new() };
         self.set_progress(overall, format!("{what} {done}/{total}{eta}"));
     }
@@ -121,7 +139,7 @@ impl Job {
             outcome: Mutex::new(None),
             log: tx,
         });
-        let ctx = JobContext { shared: shared.clone(), started: Instant::now() };
+        let ctx = JobContext { shared: shared.clone(), stage: Mutex::new(StageClock { span: (0.0, 1.0), started: Instant::now() }) };
         let thread = std::thread::Builder::new()
             .name(format!("splatdiff-{name}"))
             .spawn(move || {
@@ -203,7 +221,7 @@ mod tests {
     #[test]
     fn reports_progress_and_result() {
         let job = Job::spawn("t", |ctx| {
-            ctx.set_stage("count");
+            ctx.set_stage("count", (0.0, 1.0));
             ctx.set_steps(1, 2, 0.0, 1.0, "step");
             ctx.log("hello");
             Ok(serde_json::json!({"ok": true}))

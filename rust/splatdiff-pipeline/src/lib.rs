@@ -4,14 +4,23 @@
 //! Stages run in order: `capture` (the turntable, rendered by the Blender
 //! add-on, which records it through [`WorkDir`]; its geometry passes come
 //! from [`passes::render_passes`]), `points` (an initial point cloud from the
-//! capture's depth), `stylize` and `propagate` (not built yet: the runner
-//! reports them), and `train` (splats trained on the frames, on the GPU).
+//! capture's depth), then per iteration N: `stylize-N` (keyframes restyled
+//! by a swappable [`stylize::Stylizer`]), `propagate-N` (their look carried
+//! to every frame), `train-N` (splats trained on those frames, on the GPU)
+//! and `render-N` (the splats seen from every view, with the metrics of
+//! [`metrics`]); finally the run's [`report`].
 
 pub mod error;
 pub mod job;
+pub mod media;
+pub mod metrics;
 pub mod passes;
 pub mod points;
+pub mod propagate;
+pub mod render;
+pub mod report;
 pub mod stage;
+pub mod stylize;
 pub mod train;
 pub mod workdir;
 

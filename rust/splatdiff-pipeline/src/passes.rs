@@ -18,7 +18,7 @@ use crate::job::JobContext;
 /// `transforms.json` at `transforms_path`. Frames without a path for a pass
 /// do not get that pass. Returns `{"frames": N}`.
 pub fn render_passes(transforms_path: &Path, mesh: &TriangleMesh, ctx: &JobContext) -> Result<Value> {
-    ctx.set_stage("passes");
+    ctx.set_stage("passes", (0.0, 1.0));
     if let Some(problem) = mesh.problem() {
         return Err(PipelineError::invalid(transforms_path, format!("cannot render passes: {problem}")));
     }

@@ -48,8 +48,8 @@ pub struct PointsStage {
 }
 
 impl Stage for PointsStage {
-    fn name(&self) -> &'static str {
-        "points"
+    fn name(&self) -> String {
+        "points".into()
     }
 
     fn config(&self) -> Value {

@@ -1,10 +1,8 @@
-//! The `train` stage: Gaussian splats trained on the run's frames, starting
-//! from the `points` stage's cloud (the capture's depth back-projected),
-//! which trains faster and better than random points.
-//!
-//! Until `stylize` and `propagate` exist, the frames are the capture's own
-//! renders, so the stage reconstructs the object as it looks; the result
-//! says so.
+//! The `train-N` stage: Gaussian splats trained on iteration N's propagated
+//! frames, starting from the `points` stage's cloud (the capture's depth
+//! back-projected), which trains faster and better than random points.
+//! A few frames are held out, so the refit quality is measured on views
+//! the splats were not trained on.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -15,12 +13,15 @@ use splatdiff_train::{init, load_dataset, TrainConfig, TrainError, Trainer};
 use crate::error::{PipelineError, Result};
 use crate::stage::{Stage, StageContext};
 
-/// Settings of the `train` stage.
+/// Settings of the `train` stages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainStageConfig {
-    /// Longer side of the training images (the capture's are downscaled to it).
+    /// Longer side of the training images (the frames are downscaled to it).
     pub max_side: u32,
+    /// Every `holdout_every`-th frame that is not a keyframe is held out of
+    /// training to measure the refit; 0 trains on every frame.
+    pub holdout_every: usize,
     /// Everything about the optimisation.
     #[serde(flatten)]
     pub train: TrainConfig,
@@ -28,45 +29,69 @@ pub struct TrainStageConfig {
 
 impl Default for TrainStageConfig {
     fn default() -> Self {
-        Self { max_side: 256, train: TrainConfig { steps: 3000, max_splats: 100_000, ..TrainConfig::default() } }
+        Self {
+            max_side: 256,
+            holdout_every: 6,
+            train: TrainConfig { steps: 3000, max_splats: 100_000, ..TrainConfig::default() },
+        }
     }
 }
 
-/// Trains splats on the capture's frames.
+impl TrainStageConfig {
+    /// Names of the frames held out of training: every `holdout_every`-th
+    /// non-keyframe, starting half a period in.
+    pub fn held_out(&self, names: &[String], keyframes: &[usize]) -> Vec<String> {
+        if self.holdout_every == 0 {
+            return Vec::new();
+        }
+        let others: Vec<usize> = (0..names.len()).filter(|i| !keyframes.contains(i)).collect();
+        others.iter().skip(self.holdout_every / 2).step_by(self.holdout_every).map(|&i| names[i].clone()).collect()
+    }
+}
+
+/// Trains splats on the frames of the `data` stage.
 pub struct TrainStage {
+    pub iteration: usize,
     pub config: TrainStageConfig,
+    /// Stage whose `transforms.json` holds the training frames.
+    pub data: String,
+    pub held_out: Vec<String>,
 }
 
 fn train_err(e: TrainError) -> PipelineError {
-    PipelineError::invalid("train", e.to_string())
+    PipelineError::Stage { stage: "train", message: e.to_string() }
 }
 
 impl Stage for TrainStage {
-    fn name(&self) -> &'static str {
-        "train"
+    fn name(&self) -> String {
+        format!("train-{}", self.iteration)
     }
 
     fn config(&self) -> Value {
-        serde_json::to_value(&self.config).expect("config serialises")
+        json!({ "data": self.data, "held_out": self.held_out, "train": self.config })
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Value> {
         let job = ctx.job;
-        let transforms = ctx.work.stage_dir("capture").join("transforms.json");
-        let images = load_dataset(&transforms, Some(self.config.max_side)).map_err(train_err)?;
+        let transforms = ctx.work.stage_dir(&self.data).join("transforms.json");
+        let images: Vec<_> = load_dataset(&transforms, Some(self.config.max_side))
+            .map_err(train_err)?
+            .into_iter()
+            .filter(|i| !self.held_out.contains(&i.name))
+            .collect();
         let points = ctx.work.stage_dir("points").join("points.ply");
         let init = init::from_points(&read_splats(&points)?).map_err(train_err)?;
-        job.log(format!("train: {} images, {} initial points", images.len(), init.len()));
-        let gpu = GpuContext::new().map_err(|e| PipelineError::invalid("train", e.to_string()))?;
-        job.log(format!("train: GPU adapter {}", gpu.adapter_name()));
+        job.log(format!("{}: {} images ({} held out), {} initial points", self.name(), images.len(), self.held_out.len(), init.len()));
+        let gpu = GpuContext::new().map_err(|e| PipelineError::Stage { stage: "train", message: e.to_string() })?;
+        job.log(format!("{}: GPU adapter {}", self.name(), gpu.adapter_name()));
         // Checkpoints live outside the staging folder (which a rerun empties),
         // so a cancelled or failed run resumes from its last good step.
-        let checkpoints = ctx.work.root().join(".train.checkpoint");
+        let checkpoints = ctx.work.root().join(format!(".{}.checkpoint", self.name()));
         let resumed =
             Trainer::resume(&gpu, images.clone(), &checkpoints).ok().filter(|t| t.config() == &self.config.train);
         let mut trainer = match resumed {
             Some(trainer) => {
-                job.log(format!("train: resuming from step {}", trainer.step_count()));
+                job.log(format!("{}: resuming from step {}", self.name(), trainer.step_count()));
                 trainer
             }
             None => Trainer::new(&gpu, images, init, self.config.train.clone()).map_err(train_err)?,
@@ -96,7 +121,7 @@ impl Stage for TrainStage {
             "steps": outcome.step,
             "seconds": started.elapsed().as_secs_f64(),
             "adapter": gpu.adapter_name(),
-            "trained_on": "capture renders (stylize and propagate are not built yet)",
+            "trained_on": self.data,
         }))
     }
 }

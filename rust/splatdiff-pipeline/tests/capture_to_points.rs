@@ -1,10 +1,12 @@
-//! End to end on a synthetic capture: geometry passes of a known mesh, the
-//! `points` stage checked against the mesh itself, and the `train` stage.
+//! On a synthetic capture: geometry passes of a known mesh, and the
+//! `points` stage checked against the mesh itself (the rest of the loop is
+//! in `run_loop.rs`).
 
 use std::path::Path;
 
 use glam::Vec3;
 use serde_json::json;
+use splatdiff_pipeline::stylize::StylizerConfig;
 use splatdiff_pipeline::{passes::render_passes, run_pipeline, Job, RunConfig, WorkDir};
 use splatdiff_scene::maps::{read_float_exr, read_mask_png};
 use splatdiff_scene::raster::TriangleMesh;
@@ -81,17 +83,13 @@ fn points_lie_on_the_captured_surface_and_are_resumed_not_rebuilt() {
     capture(&staging);
     work.commit("capture", json!({})).unwrap();
 
-    if let Err(e) = splatdiff_render::gpu::GpuContext::new() {
-        println!("skipping: no GPU adapter for the train stage ({e})");
-        return;
-    }
+    // The external stylizer pauses right after `points`: this test is about points.
     let mut config = RunConfig {
         points: splatdiff_pipeline::points::PointsConfig { max_points: 2000, opacity: 0.1 },
+        stylize: Some(StylizerConfig::External(Default::default())),
         ..Default::default()
     };
-    config.train.max_side = 32;
-    config.train.train.steps = 30;
-    config.train.train.max_splats = 2500;
+    config.keyframes.count = 2;
     let run = |config: RunConfig| {
         let work = work.clone();
         Job::spawn("pipeline", move |ctx| run_pipeline(&work, &config, ctx)).wait().unwrap()
@@ -103,20 +101,8 @@ fn points_lie_on_the_captured_surface_and_are_resumed_not_rebuilt() {
         .iter()
         .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        stages,
-        [
-            ("capture", "finished"),
-            ("points", "done"),
-            ("stylize", "not_built"),
-            ("propagate", "not_built"),
-            ("train", "done")
-        ]
-    );
-    let model = read_splats(Path::new(result["splats"].as_str().unwrap())).unwrap();
-    assert!(!model.is_empty() && model.len() <= 2500, "{} splats", model.len());
-    assert!(!dir.path().join("run/.train.checkpoint").exists(), "checkpoints removed once finished");
-
+    assert_eq!(stages, [("capture", "finished"), ("points", "done"), ("stylize-1", "paused")]);
+    assert!(result["iterations"].as_array().unwrap().is_empty());
     let splats = read_splats(Path::new(result["points"].as_str().unwrap())).unwrap();
     assert!(splats.len() > 1000 && splats.len() <= 2400, "about max_points kept: {}", splats.len());
     for p in &splats.positions {
@@ -131,7 +117,6 @@ fn points_lie_on_the_captured_surface_and_are_resumed_not_rebuilt() {
     // Same settings: reused. Other settings: refused until asked to restart.
     let again = run(config.clone());
     assert_eq!(again["stages"][1]["status"], "reused");
-    assert_eq!(again["stages"][4]["status"], "reused");
     let mut changed = config;
     changed.points.max_points = 500;
     let work2 = work.clone();
@@ -141,7 +126,6 @@ fn points_lie_on_the_captured_surface_and_are_resumed_not_rebuilt() {
     changed.restart_from = Some("points".into());
     let rerun = run(changed);
     assert_eq!(rerun["stages"][1]["status"], "done");
-    assert_eq!(rerun["stages"][4]["status"], "done", "stages after a restarted one run again");
     assert!(read_splats(Path::new(rerun["points"].as_str().unwrap())).unwrap().len() < 700);
 }
 
@@ -149,6 +133,7 @@ fn points_lie_on_the_captured_surface_and_are_resumed_not_rebuilt() {
 fn a_run_without_a_capture_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let work = WorkDir::open(dir.path()).unwrap();
-    let err = Job::spawn("p", move |ctx| run_pipeline(&work, &RunConfig::default(), ctx)).wait().unwrap_err();
+    let config = RunConfig { stylize: Some(StylizerConfig::External(Default::default())), ..Default::default() };
+    let err = Job::spawn("p", move |ctx| run_pipeline(&work, &config, ctx)).wait().unwrap_err();
     assert!(err.to_string().contains("no finished capture"), "{err}");
 }
