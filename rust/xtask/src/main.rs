@@ -1,7 +1,8 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! * `test`: set up, then run every test (Rust, and Python tests driving real Blender).
-//! * `demo`: set up, then run the pipeline headless on the built-in demo scene into `out/demo/`.
+//! * `demo`: set up, then run the whole loop headless on the built-in demo scene into `out/demo/`:
+//!   two iterations with the exemplar stylizer, the report, turntable GIFs and splats, saved in `out/demo/demo.blend`.
 //! * `setup`: only the set-up: a Python 3.11 venv in `.venv` with Blender
 //!   (the `bpy` module) and the test tools, a Vulkan driver check, and the
 //!   native module built with maturin and installed into the venv.
@@ -186,8 +187,10 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
             .arg(&out)
             .arg("--save")
             .arg(&blend)
-            // Sized to finish in minutes on a CPU (lavapipe); a GPU takes the defaults easily.
-            .args(["--steps", "800", "--train-side", "128"])
+            // Two iterations with the exemplar stylizer (the demo writes its
+            // own style image: no model needed). Sized to finish in minutes
+            // on a CPU (lavapipe); a GPU takes the defaults easily.
+            .args(["--stylizer", "exemplar", "--iterations", "2", "--steps", "800", "--train-side", "128"])
             .args(extra),
     )?;
     eprintln!("xtask: demo results are in {} (open {} in Blender)", out.display(), blend.display());
