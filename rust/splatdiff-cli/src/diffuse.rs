@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
 use indicatif::{ProgressBar, ProgressStyle};
-use splatdiff_diffusion::consistency::{all_pairs, reprojection_error, KeyframeView, DEFAULT_DEPTH_TOLERANCE};
 use splatdiff_diffusion::control::{
     canny_control, depth_control, lineart_control, normal_control, CannyParams, ControlKind, LineartParams,
 };
@@ -21,7 +20,10 @@ use splatdiff_diffusion::scheduler::SchedulerKind;
 use splatdiff_scene::atomic::write_bytes_atomic;
 use splatdiff_scene::maps::read_float_exr;
 use splatdiff_scene::transforms::{read_transforms, Frame};
-use splatdiff_scene::FloatMap;
+use splatdiff_pipeline::metrics::{keyframe_pairs, reprojection_error};
+use splatdiff_propagate::geometry::FrameGeometry;
+use splatdiff_propagate::image::Image;
+use splatdiff_scene::{Camera, FloatMap};
 
 #[derive(Args)]
 pub struct DiffuseArgs {
@@ -331,13 +333,14 @@ pub fn run_diffuse(args: DiffuseArgs) -> Result<()> {
 }
 
 /// The reprojection error between restyled keyframes through the capture's
-/// depth and cameras; `null` with a reason when the passes are missing or
-/// of another size.
+/// depth and cameras (the run's own metric); `null` with a reason when the
+/// passes are missing or of another size.
 fn measure_consistency(images: &[RgbImage], frames: &[Frame]) -> Result<serde_json::Value> {
     if images.len() < 2 {
         return Ok(serde_json::json!({"skipped": "needs at least two keyframes"}));
     }
-    let mut depths = Vec::with_capacity(frames.len());
+    let mut geometries = Vec::with_capacity(frames.len());
+    let mut colours = Vec::with_capacity(frames.len());
     for (f, img) in frames.iter().zip(images) {
         let Some(path) = &f.depth_path else {
             return Ok(serde_json::json!({"skipped": format!("frame {:?} has no depth pass", f.name)}));
@@ -348,16 +351,19 @@ fn measure_consistency(images: &[RgbImage], frames: &[Frame]) -> Result<serde_js
                 serde_json::json!({"skipped": format!("depth pass of frame {:?} is not a one-channel map of the image's size", f.name)}),
             );
         }
-        depths.push(d);
+        let (w, h) = (d.width as usize, d.height as usize);
+        let mask = d.data.iter().map(|&z| if z > 0.0 { 1.0 } else { 0.0 }).collect();
+        let camera = Camera::new(f.camera.cam_to_world, f.camera.intrinsics.scaled(d.width, d.height));
+        geometries.push(FrameGeometry { camera, width: w, height: h, depth: Some(d.data), normals: None, mask });
+        colours.push(Image::from_data(w, h, 3, img.as_raw().iter().map(|&v| v as f32 / 255.0).collect())?);
     }
-    let views: Vec<KeyframeView> = images
-        .iter()
-        .zip(&depths)
-        .zip(frames)
-        .map(|((image, depth), f)| KeyframeView { image, depth, camera: &f.camera, mask: None })
-        .collect();
-    let report = reprojection_error(&views, &all_pairs(views.len()), DEFAULT_DEPTH_TOLERANCE)?;
-    Ok(serde_json::to_value(report)?)
+    let geoms: Vec<&FrameGeometry> = geometries.iter().collect();
+    let refs: Vec<&Image> = colours.iter().collect();
+    let error = reprojection_error(&geoms, &refs, &keyframe_pairs(refs.len()));
+    Ok(match error {
+        Some(e) => serde_json::json!({ "mean_abs_error": e }),
+        None => serde_json::json!({ "skipped": "no two keyframes see the same surface" }),
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use crate::follow;
 #[derive(Args)]
 pub struct RunArgs {
     /// Run config as JSON: the pipeline's settings (see README), plus
-    /// optional "work" and "capture" paths (relative to the file).
+    /// optional "work" and "capture" paths. Relative paths in it (these,
+    /// the model, ControlNets, style image) are taken from the file's folder.
     #[arg(long)]
     pub config: PathBuf,
     /// The run's work folder (overrides "work" in the config).
@@ -56,6 +57,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let capture = config_path(object.remove("capture"), &base, "capture")?;
     let mut config: RunConfig =
         serde_json::from_value(value).with_context(|| format!("{}: invalid run config", args.config.display()))?;
+    if let Some(stylizer) = config.stylize.as_mut() {
+        stylizer.resolve_paths(&base);
+    }
     let Some(work) = args.work.or(work) else {
         bail!("{}: no work folder: give --work DIR or \"work\" in the config", args.config.display());
     };

@@ -29,7 +29,7 @@ fn run_from_a_config_file_twice() {
         "work": "work",
         "capture": "capture",
         "keyframes": {"count": 3},
-        "stylize": {"kind": "exemplar", "style_image": dir.path().join("style.png")},
+        "stylize": {"kind": "exemplar", "style_image": "style.png"},
         "iterations": 2,
         "train": {"steps": 30, "max_side": 32, "max_splats": 3000},
         "points": {"max_points": 2000},

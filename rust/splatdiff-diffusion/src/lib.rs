@@ -5,7 +5,6 @@
 pub mod error;
 pub use error::{DiffusionError, Result};
 pub mod clip;
-pub mod consistency;
 pub mod control;
 pub mod controlnet;
 pub mod embeddings;

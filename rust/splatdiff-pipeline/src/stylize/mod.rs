@@ -119,6 +119,25 @@ impl StylizerConfig {
         }
     }
 
+    /// Makes the file paths of the settings (model, ControlNets, style
+    /// image) absolute, taking relative ones from `base` (a config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match self {
+            Self::Diffusion(c) => {
+                fix(&mut c.model);
+                c.config_from.as_mut().map(fix);
+                c.controlnets.iter_mut().for_each(|n| fix(&mut n.model));
+            }
+            Self::Exemplar(c) => fix(&mut c.style_image),
+            Self::External(_) | Self::Command(_) => {}
+        }
+    }
+
     pub fn build(&self) -> Box<dyn Stylizer> {
         match self {
             Self::Diffusion(c) => Box::new(diffusion::DiffusionStylizer { config: c.clone() }),

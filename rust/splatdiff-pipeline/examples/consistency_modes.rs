@@ -1,9 +1,10 @@
 //! Compares the consistency modes by the photometric reprojection error
 //! between restyled keyframes of a synthetic scene (a textured cube seen by
-//! cameras on an arc), through its exact depth and cameras.
+//! cameras on an arc), through its exact depth and cameras: the run's own
+//! metric ([`splatdiff_pipeline::metrics`]).
 //!
 //! ```text
-//! cargo run --release -p splatdiff-diffusion --example consistency_modes [MODEL] [STEPS]
+//! cargo run --release -p splatdiff-pipeline --example consistency_modes [MODEL] [STEPS]
 //! ```
 //! MODEL defaults to the tiny random-weight fixture model (numbers then
 //! only show the harness works); give a real SD 1.5 folder or checkpoint
@@ -14,7 +15,6 @@ use std::path::PathBuf;
 use candle_core::Device;
 use glam::Vec3;
 use image::{Rgb, RgbImage};
-use splatdiff_diffusion::consistency::{all_pairs, reprojection_error, KeyframeView, DEFAULT_DEPTH_TOLERANCE};
 use splatdiff_diffusion::controlnet::MultiControlNet;
 use splatdiff_diffusion::model::{ModelOptions, StableDiffusion};
 use splatdiff_diffusion::pipeline::{
@@ -22,8 +22,11 @@ use splatdiff_diffusion::pipeline::{
 };
 use splatdiff_diffusion::rng::NoiseRng;
 use splatdiff_diffusion::scheduler::SchedulerKind;
+use splatdiff_pipeline::metrics::{keyframe_pairs, reprojection_error};
+use splatdiff_propagate::geometry::FrameGeometry;
+use splatdiff_propagate::image::Image;
 use splatdiff_scene::raster::{rasterize, TriangleMesh};
-use splatdiff_scene::{Camera, FloatMap, Intrinsics};
+use splatdiff_scene::{Camera, Intrinsics};
 
 const SIZE: u32 = 64;
 const KEYFRAMES: usize = 4;
@@ -52,14 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_path = args
         .get(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd15"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../splatdiff-diffusion/tests/fixtures/tiny-sd15"));
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
 
     let mesh = cube();
     let intr = Intrinsics::from_fov_x(0.8, SIZE, SIZE);
-    let mut cameras = Vec::new();
-    let mut depths = Vec::new();
-    let mut masks = Vec::new();
+    let mut geometries = Vec::new();
     let mut keyframes = Vec::new();
     for k in 0..KEYFRAMES {
         let angle = 0.5 + 0.35 * k as f32;
@@ -74,20 +75,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Rgb([128, 128, 128])
             }
         });
-        depths.push(FloatMap { width: SIZE, height: SIZE, channels: 1, data: passes.depth });
-        masks.push(passes.mask);
-        cameras.push(camera);
+        geometries.push(FrameGeometry {
+            camera,
+            width: SIZE as usize,
+            height: SIZE as usize,
+            depth: Some(passes.depth),
+            normals: None,
+            mask: passes.mask.iter().map(|&m| m as f32 / 255.0).collect(),
+        });
         keyframes.push(Keyframe { image, controls: Vec::new() });
     }
-    let measure = |images: &[RgbImage]| {
-        let views: Vec<KeyframeView> = (0..KEYFRAMES)
-            .map(|k| KeyframeView { image: &images[k], depth: &depths[k], camera: &cameras[k], mask: Some(&masks[k]) })
-            .collect();
-        reprojection_error(&views, &all_pairs(KEYFRAMES), DEFAULT_DEPTH_TOLERANCE)
+    let measure = |images: &[RgbImage]| -> Result<f64, Box<dyn std::error::Error>> {
+        let images = images
+            .iter()
+            .map(|i| Image::from_data(SIZE as usize, SIZE as usize, 3, i.as_raw().iter().map(|&v| v as f32 / 255.0).collect()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let geoms: Vec<&FrameGeometry> = geometries.iter().collect();
+        let refs: Vec<&Image> = images.iter().collect();
+        Ok(reprojection_error(&geoms, &refs, &keyframe_pairs(KEYFRAMES)).unwrap_or(f64::NAN))
     };
     let inputs: Vec<RgbImage> = keyframes.iter().map(|k| k.image.clone()).collect();
-    let base = measure(&inputs)?;
-    println!("input renders: error {:.4} over {} pixel pairs", base.mean_abs_error, base.valid_pixels);
+    println!("input renders: error {:.4}", measure(&inputs)?);
 
     let model = StableDiffusion::load(&model_path, &ModelOptions::default(), &Device::Cpu)?;
     let nets = MultiControlNet::default();
@@ -116,12 +124,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &mut NoiseRng::new(config.seed),
             &mut RunControl::default(),
         )?;
-        let report = measure(&out.images)?;
         println!(
-            "{:<40} error {:.4} over {} pixel pairs ({:.1} s)",
+            "{:<40} error {:.4} ({:.1} s)",
             serde_json::to_string(&mode)?,
-            report.mean_abs_error,
-            report.valid_pixels,
+            measure(&out.images)?,
             start.elapsed().as_secs_f64()
         );
     }
