@@ -1,10 +1,12 @@
 """Splat Diffusion: restyle a 3D object by text prompt and train Gaussian
 splats from a 360 degree turntable.
 
-Modules (as in Blender's own add-ons): ``properties`` (settings), ``operators``
-(run / cancel), ``panels`` (3D View sidebar), ``io_operators`` and
-``splat_io`` (splat PLY import/export), ``capture`` (turntable cameras and
-renders), ``run`` (drives a run step by step), ``native`` (the Rust backend).
+Modules (as in Blender's own add-ons): ``properties`` (settings and the
+run history), ``operators`` (run / continue / resume / cancel, the history's
+buttons), ``panels`` (3D View sidebar), ``io_operators`` and ``splat_io``
+(splat PLY import/export), ``capture`` (turntable cameras and renders),
+``run`` (drives a run step by step), ``history`` (the scene's run records and
+their collections), ``native`` (the Rust backend).
 """
 
 bl_info = {
@@ -21,13 +23,14 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts)
     import importlib
 
-    for _name in ("native", "properties", "capture", "run", "splat_io", "io_operators", "operators", "panels"):
+    for _name in ("native", "properties", "capture", "history", "run", "splat_io", "io_operators", "operators",
+                  "panels"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402
 
-from . import capture, io_operators, native, operators, panels, properties, run, splat_io  # noqa: E402,F401
+from . import capture, history, io_operators, native, operators, panels, properties, run, splat_io  # noqa: E402,F401
 
 _modules = (properties, operators, panels)
 

@@ -1,7 +1,9 @@
 """Settings of splatdiff.
 
 * :class:`SplatdiffSettings` lives on the Scene (``scene.splatdiff``) and is
-  saved in the .blend file.
+  saved in the .blend file, with the scene's run history
+  (``scene.splatdiff.runs``: one :class:`SplatdiffRun` per run, each with
+  its :class:`SplatdiffIteration` items; kept up to date by ``history``).
 * :class:`SplatdiffRuntime` lives on the WindowManager
   (``window_manager.splatdiff``): the state of the running job, which must not
   be saved.
@@ -10,6 +12,7 @@
 import bpy
 from bpy.props import (
     BoolProperty,
+    CollectionProperty,
     EnumProperty,
     FloatProperty,
     IntProperty,
@@ -49,6 +52,28 @@ STYLIZER_ITEMS = (
     ("COMMAND", "Command", "Run a shell command to restyle each keyframe", 3),
 )
 
+# Identifiers map to the run config's names: lower case, '_' -> '-'.
+SCHEDULER_ITEMS = (
+    ("DPMPP_2M", "DPM++ 2M Karras", "Good quality in few steps", 0),
+    ("DDIM", "DDIM", "Deterministic, the classic sampler", 1),
+    ("EULER_A", "Euler Ancestral", "Adds fresh noise at every step", 2),
+    ("LCM", "LCM", "For latent consistency (LCM) models and LoRAs: 2 to 8 steps", 3),
+)
+
+CONSISTENCY_ITEMS = (
+    ("CROSS_FRAME", "Cross-Frame", "Keyframes attend to each other while they are denoised (most consistent)", 0),
+    ("GRID", "Grid", "Keyframes are denoised together as one tiled image", 1),
+    ("NONE", "None", "Each keyframe is restyled on its own", 2),
+)
+
+RUN_STATE_ITEMS = (
+    ("RUNNING", "Running", "Running, or interrupted (Blender closed during the run)", 'SORTTIME', 0),
+    ("PAUSED", "Paused", "Waiting for keyframes edited outside Blender", 'PAUSE', 1),
+    ("FINISHED", "Finished", "Every iteration asked for is finished", 'CHECKMARK', 2),
+    ("FAILED", "Failed", "Stopped by an error; finished stages are kept", 'ERROR', 3),
+    ("CANCELLED", "Cancelled", "Cancelled; finished stages are kept", 'CANCEL', 4),
+)
+
 
 # Blender 4.5 warns about "//" paths unless the property says it supports them.
 _PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 0) else set()
@@ -56,6 +81,44 @@ _PATH_OPTIONS = {'PATH_SUPPORTS_BLEND_RELATIVE'} if bpy.app.version >= (4, 5, 0)
 
 def _poll_mesh(_self, obj):
     return obj.type == 'MESH'
+
+
+class SplatdiffIteration(PropertyGroup):
+    """One finished iteration of a run. Paths are relative to the run's work folder."""
+
+    index: IntProperty(name="Iteration", default=1, min=1)
+    strength: FloatProperty(name="Strength", default=0.0, subtype='FACTOR')
+    metrics: StringProperty(name="Metrics", default="{}", description="The iteration's metrics (JSON)")
+    collection: PointerProperty(
+        name="Collection", type=bpy.types.Collection, description="The collection of the imported splats",
+    )
+    splats: StringProperty(name="Splats", default="", description="Trained splats (.ply)")
+    keyframe_sheet: StringProperty(name="Keyframe Sheet", default="", description="Keyframes before and after")
+    contact_sheet: StringProperty(name="Contact Sheet", default="", description="Splat renders of all views")
+    turntable: StringProperty(name="Turntable", default="", description="Animated GIF of the splat renders")
+
+
+class SplatdiffRun(PropertyGroup):
+    """One run (``name`` is its name, e.g. ``run-001``), written by ``history`` only when a stage finished."""
+
+    work_dir: StringProperty(
+        name="Work Folder", default="", subtype='DIR_PATH', options=_PATH_OPTIONS,
+        description="The run's folder (relative to the .blend once it is saved)",
+    )
+    object_name: StringProperty(name="Object", default="", description="The restyled object")
+    settings: StringProperty(name="Settings", default="{}", description="The run's settings (JSON)")
+    state: EnumProperty(name="State", items=RUN_STATE_ITEMS, default='RUNNING')
+    error: StringProperty(name="Error", default="", description="Why the run's last attempt stopped")
+    iterations: CollectionProperty(type=SplatdiffIteration, name="Iterations")
+    active_iteration: IntProperty(name="Active Iteration", default=0, min=0)
+    collection: PointerProperty(
+        name="Collection", type=bpy.types.Collection, description="Parent collection of the imported iterations",
+    )
+    # Paths relative to the work folder.
+    edit_folder: StringProperty(name="Edit Folder", default="", description="Where the paused run waits for edits")
+    paused_message: StringProperty(name="Paused", default="")
+    report_html: StringProperty(name="Report", default="")
+    report_markdown: StringProperty(name="Report (Markdown)", default="")
 
 
 class SplatdiffSettings(PropertyGroup):
@@ -113,12 +176,38 @@ class SplatdiffSettings(PropertyGroup):
     style_image: StringProperty(name="Style Image", subtype='FILE_PATH', default="", options=_PATH_OPTIONS, description="Example image of the style (exemplar stylizer)")
     command: StringProperty(
         name="Command", default="",
-        description="Shell command that restyles one image; {input}, {output} and {prompt} are replaced",
+        description="Shell command that restyles one keyframe; {in}, {out}, {prompt}, {seed}, {strength} "
+        "and {frame} are replaced (paths are quoted)",
+    )
+    command_timeout: IntProperty(
+        name="Timeout (s)", default=600, min=1, soft_max=3600, max=86400,
+        description="Seconds the command may run for one keyframe before it is stopped",
     )
     model_path: StringProperty(name="Model", subtype='FILE_PATH', default="", options=_PATH_OPTIONS, description="Diffusion model file or folder")
+    diffusion_steps: IntProperty(
+        name="Steps", default=20, min=1, soft_max=100, max=1000,
+        description="Denoising steps of the diffusion model (only the last Strength part of them runs)",
+    )
+    guidance_scale: FloatProperty(
+        name="Guidance", default=7.5, min=0.0, soft_max=20.0, max=100.0,
+        description="How strongly the prompt steers the image (classifier-free guidance; 1 = off)",
+    )
+    scheduler: EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default=0, description="Diffusion sampler")
+    consistency: EnumProperty(
+        name="Consistency", items=CONSISTENCY_ITEMS, default=0,
+        description="How the keyframes are kept consistent with each other",
+    )
+    controlnet_depth: StringProperty(
+        name="Depth ControlNet", subtype='DIR_PATH', default="", options=_PATH_OPTIONS,
+        description="Optional depth ControlNet (diffusers folder): keeps the shape from the capture's depth",
+    )
     strength: FloatProperty(
         name="Strength", default=0.6, min=0.0, max=1.0, subtype='FACTOR',
         description="How far the restyled images may depart from the renders",
+    )
+    strength_falloff: FloatProperty(
+        name="Strength Falloff", default=0.5, min=0.0, max=1.0, subtype='FACTOR',
+        description="Each iteration restyles with the previous strength times this",
     )
     seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (same seed, same result)")
     # ------------------------------------------------------------------ train
@@ -134,6 +223,9 @@ class SplatdiffSettings(PropertyGroup):
         name="Iterations", default=2, min=1, soft_max=10, max=100,
         description="Rounds of restyling the splats' renders and training on them again",
     )
+    # ---------------------------------------------------------------- history
+    runs: CollectionProperty(type=SplatdiffRun, name="Runs", description="The runs of this scene")
+    active_run: IntProperty(name="Active Run", default=0, min=0)
 
 
 class SplatdiffRuntime(PropertyGroup):
@@ -146,9 +238,10 @@ class SplatdiffRuntime(PropertyGroup):
     message: StringProperty(name="Message", default="")
     last_error: StringProperty(name="Last Error", default="")
     last_result: StringProperty(name="Last Result", default="", description="Summary of the last finished run")
+    run_name: StringProperty(name="Run", default="", description="Name of the running run")
 
 
-classes = (SplatdiffSettings, SplatdiffRuntime)
+classes = (SplatdiffIteration, SplatdiffRun, SplatdiffSettings, SplatdiffRuntime)
 
 
 def register():

@@ -1,19 +1,24 @@
 """Builds splatdiff's demo scene procedurally (no external files): a smooth,
 subdivided Suzanne painted with rainbow vertex colours and a procedural
-stripe texture, lit by a key and a rim light, on a neutral world.
+stripe texture, lit by a key and a rim light, on a neutral world; and a
+procedural style image for the exemplar stylizer.
 
-Use it from Python (``demo_scene.build()``) or run it in Blender::
+Use it from Python (``demo_scene.build()``, ``demo_scene.write_style_image(folder)``)
+or run it in Blender::
 
     blender --python blender_scripts/demo_scene.py
 """
 
 import colorsys
 import math
+import os
 
 import bmesh
 import bpy
+import numpy as np
 
 DEMO_OBJECT = "Suzanne"
+STYLE_IMAGE_NAME = "demo_style.png"
 
 
 def _clear(scene):
@@ -115,6 +120,45 @@ def build(scene=None, clear=True, name=DEMO_OBJECT):
         scene.display.shading.color_type = 'VERTEX'
     bpy.context.view_layer.update()
     return obj
+
+
+def style_pixels(size=256):
+    """A colourful painterly pattern, (size, size, 4) RGBA in 0..1 (row 0 at the
+    bottom, as Blender stores images): swirling hue bands over soft brush strokes."""
+    y, x = np.mgrid[0:size, 0:size] / float(size) - 0.5
+    radius = np.hypot(x, y)
+    angle = np.arctan2(y, x)
+    hue = (angle / (2.0 * np.pi) + 2.5 * radius + 0.15 * np.sin(14.0 * x) * np.cos(11.0 * y)) % 1.0
+    strokes = 0.5 + 0.5 * np.sin(40.0 * (x * np.cos(0.7) + y * np.sin(0.7)) + 6.0 * np.sin(9.0 * y))
+    value = 0.55 + 0.4 * strokes
+    saturation = 0.65 + 0.3 * np.cos(6.0 * radius)
+    rgb = _hsv_to_rgb(hue, saturation, value)
+    return np.concatenate([rgb, np.ones((size, size, 1))], axis=2).astype(np.float32)
+
+
+def _hsv_to_rgb(h, s, v):
+    """Vectorised HSV -> RGB (arrays in 0..1); returns (..., 3)."""
+    i = np.floor(h * 6.0).astype(int) % 6
+    f = h * 6.0 - np.floor(h * 6.0)
+    p, q, t = v * (1.0 - s), v * (1.0 - f * s), v * (1.0 - (1.0 - f) * s)
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    channels = [np.choose(i, [c[k] for c in choices]) for k in range(3)]
+    return np.stack(channels, axis=-1)
+
+
+def write_style_image(folder, size=256):
+    """Writes the demo style image (a PNG, no downloads) into ``folder``; returns its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, STYLE_IMAGE_NAME)
+    image = bpy.data.images.new("splatdiff demo style", size, size, alpha=True)
+    try:
+        image.pixels.foreach_set(style_pixels(size).ravel())
+        image.filepath_raw = path
+        image.file_format = 'PNG'
+        image.save()
+    finally:
+        bpy.data.images.remove(image)
+    return path
 
 
 if __name__ == "__main__":

@@ -1,20 +1,30 @@
 """Runs splatdiff headless: turntable capture, geometry passes and the native
-pipeline, the same code the add-on's Run button uses.
+pipeline (points; per iteration stylize, propagate, train, render; report),
+the same code the add-on's Run, Continue and Resume buttons use.
 
 In Blender::
 
     blender --background scene.blend --python blender_scripts/run_pipeline.py -- \\
         --object NAME --out DIR [--frames 36 --elevations "15" --resolution 512 \\
-        --engine CYCLES --samples 32 --keyframes 8 --prompt "..." --seed 0 \\
-        --steps 3000 --iterations 2]
+        --engine CYCLES --samples 32 --keyframes 8 --stylizer diffusion --model DIR \\
+        --prompt "..." --seed 0 --steps 3000 --iterations 2 --save scene.blend]
 
 With the ``bpy`` module in plain Python::
 
     python blender_scripts/run_pipeline.py --blend scene.blend --object NAME --out DIR
-    python blender_scripts/run_pipeline.py --demo --out DIR
+    python blender_scripts/run_pipeline.py --demo --out DIR    # exemplar stylizer, procedural style image
+    # one more iteration of a saved run; resuming a paused one after external edits:
+    python blender_scripts/run_pipeline.py --blend scene.blend --run run-001 --save scene.blend
+    python blender_scripts/run_pipeline.py --blend scene.blend --run run-001 --resume --save scene.blend
 
-Exits 0 on success, 1 with a one-line ``splatdiff: error: ...`` on bad input
-or a failed stage, 2 on bad arguments.
+Every new run gets its own folder ``DIR/run-NNN``. ``--save`` imports the
+splats of every finished iteration and saves the scene, with the run's
+record, so that ``--run`` can continue it later.
+
+Exit codes: 0 the run finished; 1 bad input or a failed stage (one line
+``splatdiff: error: ...`` on stderr); 2 bad arguments; 3 the run paused for
+keyframes edited outside Blender (the edit folder is printed; edit them and
+rerun with ``--run NAME --resume``).
 """
 
 import argparse
@@ -27,6 +37,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ADDON_DIR = os.path.join(ROOT, "addon")
+
+EXIT_OK, EXIT_ERROR, EXIT_PAUSED = 0, 1, 3
 
 
 def _script_args(argv):
@@ -41,7 +53,11 @@ def parse_args(argv):
     src.add_argument("--blend", help="open this .blend file first")
     src.add_argument("--demo", action="store_true", help="build the built-in demo scene instead of opening a file")
     src.add_argument("--object", help="name of the mesh object to restyle (default with --demo: the demo object)")
-    p.add_argument("--out", required=True, help="output (work) folder of the run")
+    p.add_argument("--out", help="output folder: each run gets its own folder in it (run-001, ...)")
+    p.add_argument("--run", metavar="NAME",
+                   help="continue the run NAME recorded in the --blend file, with its recorded settings "
+                        "(only --iterations, --resume and --save apply)")
+    p.add_argument("--resume", action="store_true", help="with --run: resume a paused run after external edits")
     cap = p.add_argument_group("capture")
     cap.add_argument("--frames", type=int, default=36, help="views per elevation ring (36)")
     cap.add_argument("--elevations", default="15", help='elevation rings in degrees, e.g. "0, 30" (15)')
@@ -50,28 +66,50 @@ def parse_args(argv):
     cap.add_argument("--samples", type=int, default=32, help="render samples (32)")
     cap.add_argument("--fov", type=float, default=40.0, help="camera field of view in degrees (40)")
     cap.add_argument("--no-isolate", action="store_true", help="keep other objects visible in the renders")
-    cap.add_argument("--recapture", action="store_true", help="render again even if a matching capture exists")
+    cap.add_argument("--recapture", action="store_true",
+                     help="render again even if another run in --out has a matching capture")
     sty = p.add_argument_group("stylize")
     sty.add_argument("--keyframes", type=int, default=8)
     sty.add_argument("--prompt", default="")
     sty.add_argument("--negative-prompt", default="")
-    sty.add_argument("--stylizer", default="diffusion", choices=("diffusion", "exemplar", "external", "command"))
-    sty.add_argument("--style-image", default="")
-    sty.add_argument("--command", default="")
-    sty.add_argument("--model", default="")
+    sty.add_argument("--stylizer", choices=("diffusion", "exemplar", "external", "command"),
+                     help="default: diffusion; with --demo and no --model: exemplar (no downloads)")
+    sty.add_argument("--style-image", default="",
+                     help="exemplar: the style image (with --demo: default the demo's procedural one)")
+    sty.add_argument("--command", default="",
+                     help="command: restyles {in} into {out} (also {prompt} {seed} {strength} {frame})")
+    sty.add_argument("--command-timeout", type=int, default=600, help="command: seconds per keyframe (600)")
+    sty.add_argument("--model", default="", help="diffusion: model file or diffusers folder")
+    sty.add_argument("--steps-diffusion", type=int, default=20, help="diffusion: denoising steps (20)")
+    sty.add_argument("--guidance", type=float, default=7.5, help="diffusion: guidance scale (7.5)")
+    sty.add_argument("--scheduler", default="dpmpp-2m", choices=("ddim", "euler-a", "dpmpp-2m", "lcm"))
+    sty.add_argument("--consistency", default="cross-frame", choices=("none", "grid", "cross-frame"))
+    sty.add_argument("--controlnet-depth", default="", metavar="DIR", help="diffusion: a depth ControlNet folder")
     sty.add_argument("--strength", type=float, default=0.6)
+    sty.add_argument("--strength-falloff", type=float, default=0.5,
+                     help="iteration i restyles at strength * falloff^(i-1) (0.5)")
     sty.add_argument("--seed", type=int, default=0)
     tr = p.add_argument_group("train")
     tr.add_argument("--steps", type=int, default=3000, help="training steps (3000)")
     tr.add_argument("--train-side", type=int, default=256, help="longer side of the training images (256)")
-    tr.add_argument("--iterations", type=int, default=2, help="restyle/train rounds (2)")
+    tr.add_argument("--iterations", type=int,
+                    help="restyle/train rounds in all (new run: 2; --run: one more than it has)")
     p.add_argument("--capture-only", action="store_true", help="stop after the capture stage")
-    p.add_argument("--save", help="import the trained splats and save the scene to this .blend")
+    p.add_argument("--save", help="import the splats of every finished iteration and save the scene to this .blend")
     args = p.parse_args(argv)
-    if not args.object and not args.demo:
-        p.error("give --object NAME (or --demo)")
+    args.stylizer = args.stylizer or ("exemplar" if args.demo and not args.model else "diffusion")
     if args.blend and args.demo:
         p.error("--blend and --demo exclude each other")
+    if args.run:
+        if not args.blend:
+            p.error("--run needs the --blend file the run is recorded in")
+    elif args.resume:
+        p.error("--resume needs --run NAME")
+    else:
+        if not args.object and not args.demo:
+            p.error("give --object NAME (or --demo)")
+        if not args.out:
+            p.error("give --out DIR")
     return args
 
 
@@ -99,7 +137,7 @@ def load_addon():
 
 def _fail(message):
     print(f"splatdiff: error: {message}", file=sys.stderr, flush=True)
-    return 1
+    return EXIT_ERROR
 
 
 class Progress:
@@ -132,6 +170,11 @@ def main(argv):
 
         demo = demo_scene.build()
         args.object = args.object or demo.name
+        if args.stylizer == "exemplar" and not args.style_image:
+            try:
+                args.style_image = demo_scene.write_style_image(os.path.abspath(args.out))
+            except (OSError, RuntimeError) as exc:
+                return _fail(f"{args.out}: cannot write the demo style image ({exc})")
 
     addon, registered = load_addon()
     try:
@@ -141,17 +184,21 @@ def main(argv):
             addon.unregister()
 
 
-def run(bpy, addon, args):
+def settings_from_args(addon, args):
+    """The RunSettings of a new run; raises ValueError for bad values."""
     capture = addon.capture
-    runmod = addon.run
     engine = addon.properties.ENGINE_ALIASES.get(args.engine.upper())
     if engine is None:
-        return _fail(f"unknown render engine {args.engine!r} (use CYCLES, EEVEE or WORKBENCH)")
+        raise ValueError(f"unknown render engine {args.engine!r} (use CYCLES, EEVEE or WORKBENCH)")
     try:
         elevations = capture.parse_elevations(args.elevations)
     except ValueError as exc:
-        return _fail(f"--elevations: {exc}")
-    settings = runmod.RunSettings(
+        raise ValueError(f"--elevations: {exc}") from None
+
+    def path(value):
+        return os.path.abspath(value) if value else ""
+
+    return addon.run.RunSettings(
         object_name=args.object,
         output_dir=os.path.abspath(args.out),
         capture=capture.CaptureOptions(
@@ -167,43 +214,87 @@ def run(bpy, addon, args):
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         stylizer=args.stylizer,
-        style_image=os.path.abspath(args.style_image) if args.style_image else "",
+        style_image=path(args.style_image),
         command=args.command,
-        model=os.path.abspath(args.model) if args.model else "",
+        command_timeout=args.command_timeout,
+        model=path(args.model),
+        diffusion_steps=args.steps_diffusion,
+        guidance_scale=args.guidance,
+        scheduler=args.scheduler,
+        consistency=args.consistency,
+        controlnet_depth=path(args.controlnet_depth),
         strength=args.strength,
+        strength_falloff=args.strength_falloff,
         seed=args.seed,
         train_steps=args.steps,
         train_side=args.train_side,
-        iterations=args.iterations,
+        iterations=args.iterations or 2,
         reuse_capture=not args.recapture,
     )
-    errors = [runmod.RunError, OSError, ValueError, RuntimeError]
+
+
+def make_run(bpy, addon, args):
+    """The new, continued or resumed Run the arguments ask for."""
+    options = dict(pipeline=not args.capture_only, import_result=bool(args.save),
+                   log=lambda line: print(line, flush=True))
+    if args.run:
+        return addon.run.Run.proceed(bpy.context, args.run, iterations=args.iterations, resume=args.resume,
+                                     **options)
+    return addon.run.Run.new(bpy.context, settings_from_args(addon, args), **options)
+
+
+def print_result(addon, result):
+    """Stage statuses, per-iteration metrics, the report and a pause."""
+    for name, status in result.stages:
+        print(f"stage {name}: {status}")
+    for info in result.iterations:
+        metrics = info.get("metrics") or {}
+        values = "  ".join(f"{key} {addon.history.format_metric(metrics.get(key), fmt)}"
+                           for key, _label, fmt in addon.history.METRICS)
+        print(f"iteration {info.get('index')}: strength {info.get('strength', 0.0):.3f}  {values}")
+        print(f"iteration {info.get('index')} splats: {info.get('splats', '')}")
+    if result.report:
+        print(f"report: {result.report}")
+    if result.splats_path:
+        print(f"splats: {result.splats_path}")
+    if result.paused:
+        print(f"paused: {result.paused.get('message', '')}")
+        print(f"edit folder: {result.paused.get('folder', '')}")
+        print(f"then resume: --blend FILE.blend --run {result.name} --resume --save FILE.blend")
+
+
+def save(bpy, path):
+    """Saves the scene (with the run's record) to ``path``."""
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(path))
+    print(f"saved: {os.path.abspath(path)}", flush=True)
+
+
+def run(bpy, addon, args):
+    errors = [addon.run.RunError, OSError, ValueError, RuntimeError]
     try:
         errors.extend(addon.native.error_types())
     except addon.native.NativeMissing:
         pass
+    job = None
     try:
-        job = runmod.Run(bpy.context, settings, pipeline=not args.capture_only,
-                         import_result=bool(args.save), log=lambda line: print(line, flush=True))
+        job = make_run(bpy, addon, args)
+        print(f"run: {job.name} in {job.work_dir}", flush=True)
         result = job.run_blocking(on_status=Progress())
     except tuple(errors) as exc:
+        if args.save and job is not None and job.record() is not None:
+            save(bpy, args.save)  # the failed run's record, so that --run can retry it
         return _fail(" ".join(str(exc).split()) or type(exc).__name__)
 
     print(f"capture: {result.capture_dir}" + (" (reused)" if result.capture_reused else ""))
     if not args.capture_only:
-        for name, status in result.stages:
-            print(f"stage {name}: {status}")
-        if result.not_built:
-            print("stages not built yet: " + ", ".join(result.not_built))
-        else:
-            print("stages not built yet: none")
-        if result.splats_path:
-            print(f"splats: {result.splats_path}")
+        print_result(addon, result)
     if args.save:
-        bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save))
-        print(f"saved: {os.path.abspath(args.save)}")
+        save(bpy, args.save)
+    if result.paused:
+        print("splatdiff: paused", flush=True)
+        return EXIT_PAUSED
     print("splatdiff: done", flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

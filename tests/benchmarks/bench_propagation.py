@@ -15,6 +15,7 @@ and after, crossfaded).
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
@@ -42,12 +43,13 @@ def main():
     for look in ("capture", "restyled"):
         blend = os.path.join(args.out, f"{look}.blend")
         run([py, "blender_scripts/truth_scene.py", "--look", look, "--save", blend, "--data", DATA])
+        shutil.rmtree(os.path.join(args.out, look), ignore_errors=True)  # so that the run is run-001
         run([py, "blender_scripts/run_pipeline.py", "--blend", blend, "--object", "LeePerrySmith", "--capture-only",
              "--out", os.path.join(args.out, look), "--engine", "WORKBENCH", "--frames", str(args.frames),
              "--resolution", str(args.resolution)])
     bench = ["cargo", "run", "--release", "-p", "splatdiff-propagate", "--example", "bench_truth", "--",
-             "--capture", os.path.join(args.out, "capture", "capture"),
-             "--truth", os.path.join(args.out, "restyled", "capture"), "--keys", args.keys,
+             "--capture", os.path.join(args.out, "capture", "run-001", "capture"),
+             "--truth", os.path.join(args.out, "restyled", "run-001", "capture"), "--keys", args.keys,
              "--save", os.path.join(args.out, "bench")]
     if args.baseline:
         bench += ["--baseline", args.baseline]

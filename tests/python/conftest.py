@@ -118,3 +118,73 @@ def project(transforms, frame, points):
     u = transforms["cx"] + transforms["fl_x"] * cam[:, 0] / depth
     v = transforms["cy"] - transforms["fl_y"] * cam[:, 1] / depth
     return np.stack([u, v], axis=1), depth
+
+
+# ------------------------------------------------------------ run helpers
+
+TINY_SD15 = ROOT / "rust" / "splatdiff-diffusion" / "tests" / "fixtures" / "tiny-sd15"
+TINY_CONTROLNET = ROOT / "rust" / "splatdiff-diffusion" / "tests" / "fixtures" / "tiny-controlnet-sd15"
+
+
+def python_command(code, *args):
+    """A stylizer command line that runs ``code`` with this Python (portable, unlike cp/sleep);
+    ``args`` are appended unquoted (placeholders such as ``{in}`` are quoted by the pipeline)."""
+    import shlex
+
+    return " ".join([shlex.join([sys.executable, "-c", code]), *args])
+
+
+COPY_COMMAND = python_command("import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])", "{in}", "{out}")
+
+
+def tiny_run(props, target, out, stylizer="COMMAND", **overrides):
+    """Settings for a run small enough for a test: 8 Workbench views of 64 px,
+    2 keyframes, 30 training steps at 32 px, 2 iterations; the copy command
+    as the stylizer unless told otherwise."""
+    values = dict(
+        target=target, output_dir=str(out), frames=8, elevations="15", resolution=64,
+        engine="BLENDER_WORKBENCH", samples=1, keyframes=2, stylizer=stylizer, command=COPY_COMMAND,
+        train_steps=30, train_side=32, iterations=2, strength=0.6, strength_falloff=0.5,
+    )
+    values.update(overrides)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+# ----------------------------------------------------------- panel drawing
+
+
+class RecordingLayout:
+    """Stands in for UILayout in background mode: records every call, returns itself."""
+
+    def __init__(self):
+        self.calls = []
+        self.enabled = self.active = self.alert = True
+        self.use_property_split = self.use_property_decorate = False
+        self.scale_y = 1.0
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+        return call
+
+
+def draw_panel(cls, scene):
+    """Runs ``cls.draw`` on a recording layout; returns the calls ``[(method, args, kwargs)]``."""
+    import types
+
+    import bpy
+
+    from splatdiff import panels
+
+    class Ctx:
+        window_manager = bpy.context.window_manager
+
+    Ctx.scene = scene
+    layout = RecordingLayout()
+    fake = types.SimpleNamespace(layout=layout, settings=cls.settings, runtime=cls.runtime)
+    fake.settings_layout = types.MethodType(panels.SplatdiffPanel.settings_layout, fake)
+    cls.draw(fake, Ctx)
+    return layout.calls

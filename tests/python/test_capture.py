@@ -1,6 +1,7 @@
 """Turntable capture through the add-on's run driver: files, transforms.json,
-exact passes cross-checked against Blender's own renderer, and the user's
-scene left exactly as it was (also on failure and cancel)."""
+exact passes cross-checked against Blender's own renderer, the user's scene
+left exactly as it was (also on failure and cancel), a capture reused by a
+later run, and bad input refused before anything changes."""
 
 import json
 import math
@@ -9,7 +10,7 @@ import os
 import bpy
 import numpy as np
 import pytest
-from conftest import load_pixels, native_or_skip, project, scene_snapshot
+from conftest import COPY_COMMAND, load_pixels, native_or_skip, project, scene_snapshot, tiny_run
 
 LOCATION = (0.7, -0.4, 0.5)
 RADIUS = 0.8
@@ -41,16 +42,19 @@ def sphere_scene(fresh_scene):
     return fresh_scene
 
 
-def settings(addon, out, **capture):
+def settings(addon, out, reuse_capture=True, **capture):
     opts = dict(frames=4, elevations=(20.0, -30.0), resolution=96, engine="CYCLES", samples=4)
     opts.update(capture)
     return addon.run.RunSettings(
-        object_name="Ball", output_dir=str(out), capture=addon.capture.CaptureOptions(**opts)
+        object_name="Ball", output_dir=str(out), capture=addon.capture.CaptureOptions(**opts),
+        reuse_capture=reuse_capture,
     )
 
 
-def capture(addon, out, **capture_opts):
-    run = addon.run.Run(bpy.context, settings(addon, out, **capture_opts), pipeline=False, log=None)
+def capture(addon, out, reuse_capture=True, **capture_opts):
+    """A new capture-only run in ``out``; returns its RunResult."""
+    settings_ = settings(addon, out, reuse_capture, **capture_opts)
+    run = addon.run.Run.new(bpy.context, settings_, pipeline=False, log=None)
     return run.run_blocking(poll_interval=0.01)
 
 
@@ -73,7 +77,10 @@ def test_turntable_files_and_transforms(addon, sphere_scene, tmp_path):
     result = capture(addon, tmp_path)
     assert scene_snapshot(sphere_scene) == before
     cap = result.capture_dir
-    assert os.path.samefile(cap, native.stage_dir(str(tmp_path), "capture"))
+    assert result.name == "run-001" and result.work_dir == str(tmp_path / "run-001")
+    assert os.path.samefile(cap, native.stage_dir(result.work_dir, "capture"))
+    record = addon.history.find(sphere_scene, "run-001")
+    assert record.state == 'FINISHED' and len(record.iterations) == 0 and record.object_name == "Ball"
     with open(os.path.join(cap, "transforms.json")) as f:
         t = json.load(f)
     for key in ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h", "frames", "splatdiff"):
@@ -103,7 +110,7 @@ def test_turntable_files_and_transforms(addon, sphere_scene, tmp_path):
     # Elevation rings: camera heights above the centre follow the angles.
     heights = [np.array(f["transform_matrix"])[2, 3] - centre[2] for f in t["frames"]]
     assert all(h > 0 for h in heights[:4]) and all(h < 0 for h in heights[4:])
-    manifest = json.loads(native.manifest(str(tmp_path)))
+    manifest = json.loads(native.manifest(result.work_dir))
     assert [s["name"] for s in manifest["stages"]] == ["capture"]
 
 
@@ -173,11 +180,13 @@ def test_scene_restored_when_render_raises(addon, sphere_scene, tmp_path, monkey
         capture(addon, tmp_path)
     assert scene_snapshot(sphere_scene) == before
     assert not bpy.data.objects.get(addon.capture.CAMERA_NAME)
-    cfg_state = json.loads(native.manifest(str(tmp_path)))
+    cfg_state = json.loads(native.manifest(str(tmp_path / "run-001")))
     assert not any(s.get("status") == "finished" for s in cfg_state.get("stages", []))
-    # the next run starts the stage again and finishes
+    assert len(sphere_scene.splatdiff.runs) == 0  # no stage finished: nothing recorded
+    # the next run captures again (in its own folder) and finishes
     monkeypatch.setattr(addon.capture, "_render_still", real)
     result = capture(addon, tmp_path)
+    assert result.name == "run-002" and not result.capture_reused
     assert os.path.isfile(os.path.join(result.capture_dir, "images", "r_007.png"))
     assert scene_snapshot(sphere_scene) == before
 
@@ -185,33 +194,42 @@ def test_scene_restored_when_render_raises(addon, sphere_scene, tmp_path, monkey
 def test_scene_restored_when_cancelled_midway(addon, sphere_scene, tmp_path):
     native = native_or_skip()
     before = scene_snapshot(sphere_scene)
-    run = addon.run.Run(bpy.context, settings(addon, tmp_path), pipeline=False, log=None)
+    run = addon.run.Run.new(bpy.context, settings(addon, tmp_path), pipeline=False, log=None)
+    images = os.path.join(run.work_dir, ".capture.staging", "images")
     rendered = 0
     while rendered < 2:
         status = run.step()
         assert status is not None
-        rendered = len(os.listdir(os.path.join(tmp_path, ".capture.staging", "images"))) if os.path.isdir(
-            os.path.join(tmp_path, ".capture.staging", "images")) else 0
+        rendered = len(os.listdir(images)) if os.path.isdir(images) else 0
     assert bpy.context.scene.camera.name == addon.capture.CAMERA_NAME  # mid-capture
     assert bpy.data.objects["Cube"].hide_render  # isolated
     run.close()
     assert scene_snapshot(sphere_scene) == before
     assert run.step() is None
-    assert not any(s.get("status") == "finished" for s in json.loads(native.manifest(str(tmp_path))).get("stages", []))
+    assert not any(s.get("status") == "finished" for s in json.loads(native.manifest(run.work_dir)).get("stages", []))
+    assert len(sphere_scene.splatdiff.runs) == 0
 
 
 def test_reuse_and_recapture(addon, sphere_scene, tmp_path):
-    native_or_skip()
+    """A new run takes a finished capture with the same settings from another
+    run in the output folder instead of rendering it again."""
+    native = native_or_skip()
     first = capture(addon, tmp_path, resolution=48, elevations=(15.0,))
     assert not first.capture_reused
     stamp = os.path.getmtime(os.path.join(first.capture_dir, "images", "r_000.png"))
     again = capture(addon, tmp_path, resolution=48, elevations=(15.0,))
-    assert again.capture_reused
+    assert again.capture_reused and again.name == "run-002"
     assert os.path.getmtime(os.path.join(again.capture_dir, "images", "r_000.png")) == stamp
+    for name in ("transforms.json", "depth/r_003.exr", "mask/r_003.png"):
+        assert os.path.isfile(os.path.join(again.capture_dir, name)), name
+    assert json.loads(native.manifest(again.work_dir))["stages"][0]["status"] == "finished"
     changed = capture(addon, tmp_path, resolution=48, elevations=(15.0,), frames=3)
     assert not changed.capture_reused
     with open(os.path.join(changed.capture_dir, "transforms.json")) as f:
         assert len(json.load(f)["frames"]) == 3
+    fresh = capture(addon, tmp_path, reuse_capture=False, resolution=48, elevations=(15.0,))
+    assert not fresh.capture_reused and fresh.name == "run-004"
+    assert [r.name for r in sphere_scene.splatdiff.runs] == ["run-001", "run-002", "run-003", "run-004"]
 
 
 def test_isolate_keeps_lights_and_hides_others(addon, sphere_scene, tmp_path, monkeypatch):
@@ -245,6 +263,7 @@ def test_operator_rejects_bad_input_and_changes_nothing(addon, sphere_scene, tmp
     props = sphere_scene.splatdiff
     props.target = bpy.data.objects["Ball"]
     props.output_dir = str(tmp_path / "out")
+    props.stylizer, props.command = 'COMMAND', COPY_COMMAND
     if case == "none":
         props.target = None
     elif case == "camera":
@@ -269,32 +288,31 @@ def test_operator_rejects_bad_input_and_changes_nothing(addon, sphere_scene, tmp
     assert message in bpy.context.window_manager.splatdiff.last_error
     assert not bpy.context.window_manager.splatdiff.running
     assert scene_snapshot(sphere_scene) == before
+    assert len(sphere_scene.splatdiff.runs) == 0
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_operator_runs_capture_and_pipeline(addon, sphere_scene, tmp_path):
     native_or_skip()
     props = sphere_scene.splatdiff
-    props.target = bpy.data.objects["Ball"]
-    props.output_dir = str(tmp_path)
-    props.frames, props.elevations, props.resolution, props.samples = 4, "10", 48, 2
-    props.train_steps, props.train_side = 20, 32
+    tiny_run(props, bpy.data.objects["Ball"], tmp_path, iterations=1)
     before = scene_snapshot(sphere_scene)
     assert bpy.ops.splatdiff.run() == {'FINISHED'}
     rt = bpy.context.window_manager.splatdiff
     assert not rt.running and rt.last_error == "" and rt.stage == "done"
-    assert "not built yet" in rt.last_result
-    # The only change: the imported splats, in their own collection.
-    imported = bpy.data.objects["splatdiff Ball"]
-    assert imported.users_collection[0].name == "splatdiff Ball"
-    assert len(imported.data.vertices) > 100
-    bpy.data.objects.remove(imported)
+    assert "run-001" in rt.last_result and "1 iteration(s) finished" in rt.last_result
+    # The only change: the imported splats, in their own collection in the run's collection.
+    imported = bpy.data.objects["run-001 it1"]
+    assert imported.users_collection[0].name == "run-001 it1"
+    assert bpy.data.collections["run-001"].children[0].name == "run-001 it1"
+    assert len(imported.data.vertices) > 10
+    addon.history.delete_run(sphere_scene, "run-001")
     after = scene_snapshot(sphere_scene)
-    counts = ("objects", "cameras", "images", "lights", "scenes")
+    counts = ("objects", "cameras", "images", "lights", "scenes", "collections")
     assert {k: v for k, v in after.items() if k != "counts"} == {k: v for k, v in before.items() if k != "counts"}
     assert {k: after["counts"][k] for k in counts} == {k: before["counts"][k] for k in counts}
-    assert (tmp_path / "capture" / "transforms.json").is_file()
-    assert (tmp_path / "manifest.json").is_file()
+    assert (tmp_path / "run-001" / "capture" / "transforms.json").is_file()
+    assert (tmp_path / "run-001" / "manifest.json").is_file()
 
 
 def test_passes_use_the_render_resolution_mesh(addon, sphere_scene):

@@ -2,13 +2,17 @@
 Scene (saved in the .blend) and its runtime state on the WindowManager (not saved)."""
 
 import math
-import types
 
 import bpy
 import pytest
+from conftest import draw_panel
 
-PANELS = ("SPLATDIFF_PT_main", "SPLATDIFF_PT_capture", "SPLATDIFF_PT_stylize", "SPLATDIFF_PT_train")
-OPERATORS = ("SPLATDIFF_OT_run", "SPLATDIFF_OT_cancel", "IMPORT_SCENE_OT_splatdiff_ply", "EXPORT_SCENE_OT_splatdiff_ply")
+PANELS = ("SPLATDIFF_PT_main", "SPLATDIFF_PT_capture", "SPLATDIFF_PT_stylize", "SPLATDIFF_PT_train",
+          "SPLATDIFF_PT_runs")
+OPERATORS = ("SPLATDIFF_OT_run", "SPLATDIFF_OT_continue_run", "SPLATDIFF_OT_resume_run", "SPLATDIFF_OT_cancel",
+             "SPLATDIFF_OT_delete_iteration", "SPLATDIFF_OT_delete_run", "SPLATDIFF_OT_toggle_iteration",
+             "SPLATDIFF_OT_open_report", "SPLATDIFF_OT_open_folder",
+             "IMPORT_SCENE_OT_splatdiff_ply", "EXPORT_SCENE_OT_splatdiff_ply")
 
 
 def test_registered_types(addon):
@@ -121,39 +125,14 @@ def test_settings_survive_save_and_reload(fresh_scene, tmp_path):
 def test_panel_draws_in_every_state(fresh_scene):
     """Drawing runs the panel code paths (idle, running, failed) without errors."""
     rt = bpy.context.window_manager.splatdiff
-
-    class Layout:  # records calls; stands in for UILayout in background mode
-        def __init__(self):
-            self.calls = []
-            self.enabled = self.active = self.alert = True
-            self.use_property_split = self.use_property_decorate = False
-            self.scale_y = 1.0
-
-        def __getattr__(self, name):
-            def call(*args, **kwargs):
-                self.calls.append((name, args, kwargs))
-                return self
-            return call
-
-    class Ctx:
-        scene = fresh_scene
-        window_manager = bpy.context.window_manager
-
     from splatdiff import panels
 
-    def draw(cls):
-        layout = Layout()
-        fake = types.SimpleNamespace(layout=layout, settings=cls.settings, runtime=cls.runtime)
-        fake.settings_layout = types.MethodType(panels.SplatdiffPanel.settings_layout, fake)
-        cls.draw(fake, Ctx)
-        return layout.calls
-
-    calls = draw(panels.SPLATDIFF_PT_main)
+    calls = draw_panel(panels.SPLATDIFF_PT_main, fresh_scene)
     assert any(c[0] == "operator" and c[1][0] == "splatdiff.run" for c in calls)
     assert any(c[0] == "operator" and c[1][0] == "import_scene.splatdiff_ply" for c in calls)
     rt.running, rt.stage, rt.progress, rt.message = True, "capture", 0.5, "Rendered view 2/4"
     try:
-        calls = draw(panels.SPLATDIFF_PT_main)
+        calls = draw_panel(panels.SPLATDIFF_PT_main, fresh_scene)
         assert any(c[0] == "operator" and c[1][0] == "splatdiff.cancel" for c in calls)
         assert any(c[0] == "progress" and abs(c[2]["factor"] - 0.5) < 1e-6 for c in calls)
         assert any(c[0] == "label" and "Rendered view 2/4" in c[2].get("text", "") for c in calls)
@@ -161,12 +140,20 @@ def test_panel_draws_in_every_state(fresh_scene):
         rt.running = False
     rt.last_error = "something failed"
     try:
-        calls = draw(panels.SPLATDIFF_PT_main)
+        calls = draw_panel(panels.SPLATDIFF_PT_main, fresh_scene)
         assert any(c[0] == "label" and "something failed" in c[2].get("text", "") for c in calls)
     finally:
         rt.last_error = ""
     for cls in (panels.SPLATDIFF_PT_capture, panels.SPLATDIFF_PT_stylize, panels.SPLATDIFF_PT_train):
-        assert any(c[0] == "prop" for c in draw(cls))
+        assert any(c[0] == "prop" for c in draw_panel(cls, fresh_scene))
+    fresh_scene.splatdiff.stylizer = 'DIFFUSION'
+    props = [c[1][1] for c in draw_panel(panels.SPLATDIFF_PT_stylize, fresh_scene) if c[0] == "prop"]
+    for name in ("model_path", "diffusion_steps", "guidance_scale", "scheduler", "consistency", "controlnet_depth",
+                 "strength_falloff"):
+        assert name in props, name
+    calls = draw_panel(panels.SPLATDIFF_PT_runs, fresh_scene)
+    assert any(c[0] == "template_list" and c[1][0] == "SPLATDIFF_UL_runs" for c in calls)
+    assert any(c[0] == "label" and "No runs yet" in c[2].get("text", "") for c in calls)
 
 
 def test_manifest_passes_blenders_validation():

@@ -85,7 +85,9 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The stylizer's strength in iteration `n` (1-based).
     pub fn strength(&self, stylizer: &StylizerConfig, n: usize) -> f64 {
-        stylizer.strength() * self.strength_falloff.powi(n as i32 - 1)
+        // Rounded: settings from Blender are f32 (0.6 arrives as 0.6000000238).
+        let s = stylizer.strength() * self.strength_falloff.powi(n as i32 - 1);
+        (s * 1e6).round() / 1e6
     }
 
     fn validate(&self, work: &WorkDir) -> Result<&StylizerConfig> {

@@ -152,7 +152,8 @@ fn diffusion_with_a_depth_controlnet_is_deterministic_and_keeps_the_mask() {
     for (img, &k) in first.iter().zip(&KEYS) {
         assert_eq!(img.data, key(&work, "keys", k).data, "same seed, same keyframes");
     }
-    let grid = json!({"kind": "diffusion", "model": fixtures().join("tiny-sd15"), "steps": 2, "consistency": "grid"});
+    // 2 steps at strength 0.3 would run none: the schedule is refined instead of failing.
+    let grid = json!({"kind": "diffusion", "model": fixtures().join("tiny-sd15"), "steps": 2, "strength": 0.3, "consistency": "grid"});
     stylize(&work, grid).unwrap();
     let err = stylize(&work, json!({"kind": "diffusion", "model": fixtures().join("tiny-sd15"), "controlnets": [{"kind": "depth", "model": "/no/such/cn"}]})).unwrap_err();
     assert!(err.contains("/no/such/cn"), "{err}");

@@ -170,6 +170,13 @@ impl Stylizer for DiffusionStylizer {
         let job = ctx.job;
         let mut config = self.config.clone();
         config.strength = ctx.strength;
+        // img2img runs floor(steps × strength) steps: a low strength in a
+        // late iteration would leave none, so the schedule gets finer instead.
+        if ctx.strength > 0.0 && (config.steps as f64 * ctx.strength) < 1.0 {
+            let steps = (1.0 / ctx.strength).ceil() as usize;
+            job.log(format!("diffusion: strength {} runs no step of {}; using {steps} steps", ctx.strength, config.steps));
+            config.steps = steps;
+        }
         config.validate()?;
         let diffusion = config.diffusion_config(keys.len());
         let keyframes = keys
