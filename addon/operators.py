@@ -206,7 +206,7 @@ class SPLATDIFF_OT_run(RunModal, Operator):
     bl_label = "Run Splat Diffusion"
 
     def make_run(self, context):
-        return Run.new(context, RunSettings.from_props(context.scene.splatdiff), log=print)
+        return Run.new(context, RunSettings.from_props(context.scene.splatdiff, context.active_object), log=print)
 
 
 class SPLATDIFF_OT_continue_run(RunModal, Operator):

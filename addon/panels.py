@@ -139,6 +139,7 @@ class SPLATDIFF_PT_stylize(SplatdiffPanel, Panel):
             col.prop(props, "command")
             col.prop(props, "command_timeout")
         col.prop(props, "keyframes")
+        col.prop(props, "keyframe_frames")
         col.prop(props, "strength", slider=True)
         col.prop(props, "strength_falloff", slider=True)
         col.prop(props, "seed")

@@ -170,6 +170,10 @@ class SplatdiffSettings(PropertyGroup):
         name="Keyframes", default=8, min=1, soft_max=64, max=4096,
         description="Views restyled directly; the others are propagated from them",
     )
+    keyframe_frames: StringProperty(
+        name="Pick Keyframes", default="",
+        description="Frames to restyle, 0-based and comma separated (e.g. \"0, 9, 18, 27\"); empty = Keyframes evenly spaced",
+    )
     prompt: StringProperty(name="Prompt", default="", description="What the restyled object should look like")
     negative_prompt: StringProperty(name="Negative Prompt", default="", description="What to avoid")
     stylizer: EnumProperty(name="Stylizer", items=STYLIZER_ITEMS, default=0, description="How keyframes are restyled")

@@ -50,6 +50,7 @@ class RunSettings:
     output_dir: str
     capture: _capture.CaptureOptions = field(default_factory=_capture.CaptureOptions)
     keyframes: int = 8
+    keyframe_frames: tuple = ()
     prompt: str = ""
     negative_prompt: str = ""
     stylizer: str = "diffusion"
@@ -71,14 +72,16 @@ class RunSettings:
     reuse_capture: bool = True
 
     @classmethod
-    def from_props(cls, props):
-        """From ``scene.splatdiff``; raises RunError for unusable values."""
+    def from_props(cls, props, active_object=None):
+        """From ``scene.splatdiff``; without a Target, the selected active mesh
+        object (so a first run just works on the selection). Raises RunError
+        for unusable values."""
         try:
             elevations = _capture.parse_elevations(props.elevations)
         except ValueError as exc:
             raise RunError(f"Elevations: {exc}") from None
         return cls(
-            object_name=props.target.name if props.target else "",
+            object_name=_target_name(props.target, active_object),
             output_dir=props.output_dir,
             capture=_capture.CaptureOptions(
                 frames=props.frames,
@@ -90,6 +93,7 @@ class RunSettings:
                 isolate=props.isolate,
             ),
             keyframes=props.keyframes,
+            keyframe_frames=parse_keyframe_frames(props.keyframe_frames),
             prompt=props.prompt,
             negative_prompt=props.negative_prompt,
             stylizer=props.stylizer.lower(),
@@ -122,6 +126,7 @@ class RunSettings:
             data = json.loads(text)
             capture = data.pop("capture")
             capture["elevations"] = tuple(capture["elevations"])
+            data["keyframe_frames"] = tuple(data.get("keyframe_frames", ()))
             return cls(capture=_capture.CaptureOptions(**capture), **data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise RunError(f"The run's recorded settings cannot be read ({exc})") from None
@@ -161,7 +166,7 @@ class RunSettings:
     def pipeline_config(self, resume=False):
         """The run config given to ``Job.pipeline``; ``resume``: external edits are done."""
         return {
-            "keyframes": {"count": self.keyframes, "frames": []},
+            "keyframes": {"count": self.keyframes, "frames": list(self.keyframe_frames)},
             "stylize": self.stylize_config(),
             "iterations": self.iterations,
             "strength_falloff": self.strength_falloff,
@@ -169,6 +174,28 @@ class RunSettings:
             "train": {"steps": self.train_steps, "seed": self.seed, "max_side": self.train_side},
             "resume": resume,
         }
+
+
+def _target_name(target, active_object):
+    """The Target's name, else the active object's when it is a selected mesh, else ''."""
+    if target is not None:
+        return target.name
+    if active_object is not None and active_object.type == 'MESH' and active_object.select_get():
+        return active_object.name
+    return ""
+
+
+def parse_keyframe_frames(text):
+    """``"0, 9, 18"`` -> ``(0, 9, 18)`` (empty: evenly spaced); raises RunError."""
+    frames = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise RunError(f"Pick Keyframes: {part!r} is not a frame number (expected 0-based frames like \"0, 9, 18\")")
+        frames.append(int(part))
+    return tuple(sorted(set(frames)))
 
 
 def _abspath(path):
@@ -245,7 +272,7 @@ def check_writable(folder):
 def validate_object(scene, name):
     """The mesh object ``name`` of ``scene``, with faces; raises RunError."""
     if not name:
-        raise RunError("No target object: choose a mesh object in Splat Diffusion > Target")
+        raise RunError("No target object: select a mesh object, or choose one in Splat Diffusion > Target")
     obj = scene.objects.get(name)
     if obj is None:
         if name in bpy.data.objects:

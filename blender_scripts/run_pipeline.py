@@ -69,7 +69,8 @@ def parse_args(argv):
     cap.add_argument("--recapture", action="store_true",
                      help="render again even if another run in --out has a matching capture")
     sty = p.add_argument_group("stylize")
-    sty.add_argument("--keyframes", type=int, default=8)
+    sty.add_argument("--keyframes", type=int, default=8, help="keyframes, evenly spaced (8)")
+    sty.add_argument("--keyframe-frames", default="", help='pick the keyframes: 0-based frames, e.g. "0, 9, 18"')
     sty.add_argument("--prompt", default="")
     sty.add_argument("--negative-prompt", default="")
     sty.add_argument("--stylizer", choices=("diffusion", "exemplar", "external", "command"),
@@ -211,6 +212,7 @@ def settings_from_args(addon, args):
             isolate=not args.no_isolate,
         ),
         keyframes=args.keyframes,
+        keyframe_frames=addon.run.parse_keyframe_frames(args.keyframe_frames),
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         stylizer=args.stylizer,

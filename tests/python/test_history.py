@@ -317,3 +317,27 @@ def test_metrics_json_is_robust(addon, fresh_scene, tmp_path):
     item.metrics = json.dumps({"refit_psnr": 12.5})
     assert h.format_metric(h.metrics(item).get("refit_psnr"), "{:.2f} dB") == "12.50 dB"
     assert h.format_metric(None, "{:.2f}") == "-"
+
+
+def test_picked_keyframes_and_the_selection_as_target(addon, fresh_scene):
+    import bpy
+
+    props = fresh_scene.splatdiff
+    props.output_dir = "/tmp/splatdiff-picked"
+    props.keyframe_frames = "18, 0,9; 9"
+    cube = fresh_scene.objects["Cube"]
+    for obj in fresh_scene.objects:
+        obj.select_set(obj is cube)
+    s = addon.run.RunSettings.from_props(props, cube)
+    assert s.object_name == "Cube", "no Target: the selected active mesh is used"
+    assert s.pipeline_config()["keyframes"] == {"count": props.keyframes, "frames": [0, 9, 18]}
+    assert addon.run.RunSettings.from_json(s.to_json()).pipeline_config()["keyframes"]["frames"] == [0, 9, 18]
+    cube.select_set(False)
+    assert addon.run.RunSettings.from_props(props, cube).object_name == "", "an unselected object is not taken"
+    camera = fresh_scene.objects["Camera"]
+    camera.select_set(True)
+    assert addon.run.RunSettings.from_props(props, camera).object_name == "", "not a mesh"
+    props.keyframe_frames = "0, ten"
+    with pytest.raises(addon.run.RunError, match="'ten' is not a frame number"):
+        addon.run.RunSettings.from_props(props, cube)
+    bpy.ops.wm.read_homefile(use_factory_startup=True)

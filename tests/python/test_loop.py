@@ -271,6 +271,8 @@ def test_bad_input_writes_no_history(cube_scene, addon, tmp_path, case, message)
     props = tiny_run(cube_scene.splatdiff, cube(), tmp_path / "out", stylizer='DIFFUSION', model_path=str(TINY_SD15))
     if case == "none":
         props.target = None
+        for obj in cube_scene.objects:
+            obj.select_set(False)
     elif case == "nofaces":
         mesh = bpy.data.meshes.new("Edges")
         mesh.from_pydata([(0, 0, 0), (1, 0, 0)], [(0, 1)], [])

@@ -62,7 +62,8 @@ fn line_plot(title: &str, y_label: &str, series: &[(&str, &str, Vec<Option<f64>>
         (lo, hi) = (0.0, 1.0);
     }
     let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(1e-6);
-    let (lo, hi) = (lo - pad, hi + pad);
+    // Errors and PSNRs are never negative: the axis does not go below 0 for them.
+    let (lo, hi) = (if lo >= 0.0 { (lo - pad).max(0.0) } else { lo - pad }, hi + pad);
     let px = |i: usize| left + (w - left - right) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
     let py = |v: f64| top + (h - top - bottom) * (1.0 - (v - lo) / (hi - lo));
     let mut svg = format!(
@@ -189,7 +190,7 @@ pub fn write_report(work: &Path, input: &ReportInput) -> Result<Value> {
 
     let mut md = format!("# splatdiff run: {}\n\n", input.title);
     md.push_str("Reprojection error: mean absolute RGB difference (0..1) between views of the same surface point, through the capture's depth and cameras (keyframes: every pair; frames and renders: neighbouring views). Refit: the splats against propagated frames held out of training. vs original: the splats' renders against the capture's renders, inside the object mask.\n\n");
-    let _ = writeln!(md, "| {} |\n|{}|", TABLE_HEAD.join(" | "), "---|".repeat(TABLE_HEAD.len()));
+    let _ = writeln!(md, "| {} |\n|{}", TABLE_HEAD.join(" | "), "---|".repeat(TABLE_HEAD.len()));
     for r in &rows {
         let _ = writeln!(md, "| {} |", r.join(" | "));
     }
