@@ -124,6 +124,38 @@ class RecordingLayout:
     def box(self, **kwargs):
         return self._sub("box", False, **kwargs)
 
+    def grid_flow(self, row_major=True, columns=0, even_columns=False, align=False, **kwargs):
+        if kwargs or not row_major or columns < 1:
+            raise RecorderError("panel_figure: only grid_flow(row_major=True, columns=N>0, even_columns=, align=)")
+        sub = self._sub("grid", align)
+        object.__setattr__(sub, "columns", columns)
+        return sub
+
+    def template_list(self, listtype_name, list_id, dataptr, propname, active_dataptr, active_propname,
+                      rows=5, **kwargs):
+        """Records the list as the UIList class draws it: one recorded row per item."""
+        if kwargs:
+            raise RecorderError(f"panel_figure: template_list({', '.join(kwargs)}=...) is not supported")
+        cls = getattr(bpy.types, listtype_name)
+        active = getattr(active_dataptr, active_propname)
+        items = []
+        for index, item in enumerate(getattr(dataptr, propname)):
+            row = RecordingLayout("column", self)
+            cls.draw_item(FakeList(cls), bpy.context, row, dataptr, item, 0, active_dataptr, active_propname, index)
+            items.append((row, index == active))
+        self.children.append(Node("list", items=items, rows=rows))
+
+    def template_icon(self, icon_value=0, scale=1.0, **kwargs):
+        """A preview icon: drawn from the image file the add-on's previews loaded it from."""
+        if kwargs:
+            raise RecorderError(f"panel_figure: template_icon({', '.join(kwargs)}=...) is not supported")
+        from splatdiff import panels
+
+        paths = [key.rsplit("@", 1)[0] for key, preview in panels._previews.items() if preview.icon_id == icon_value]
+        if not paths:
+            raise RecorderError(f"panel_figure: icon {icon_value} is not one of the add-on's previews")
+        self.children.append(Node("image", path=paths[0], scale=scale))
+
     # ------------------------------------------------------------ widgets
     def prop(self, data, property, text=None, slider=False, icon='NONE', **kwargs):
         if kwargs:
@@ -178,6 +210,13 @@ class RecordingLayout:
         if kwargs:
             raise RecorderError(f"panel_figure: UILayout.separator({', '.join(kwargs)}=...) is not supported")
         self.children.append(Node("separator", factor=factor))
+
+
+class FakeList:
+    """``self`` for a UIList's ``draw_item()``."""
+
+    def __init__(self, cls):
+        self.cls = cls
 
 
 class FakePanel:
@@ -241,6 +280,20 @@ ICONS = {
                         '<circle cx="8" cy="9.3" r="1.6" fill="#f0a050"/>'),
     'FILE_FOLDER': _svg('<path d="M2 4 H6.5 L8 5.5 H14 V13 H2 Z" fill="#b8b8b8"/>'),
     'FILEBROWSER': _svg('<path d="M2 4 H6.5 L8 5.5 H14 V13 H2 Z" fill="#b8b8b8"/>'),
+    'PAUSE': _svg('<path d="M5 3.5 V12.5 M11 3.5 V12.5" stroke="#e6e6e6" stroke-width="2.2"/>'),
+    'INFO': _svg('<circle cx="8" cy="8" r="5.8" fill="none" stroke="#e6e6e6" stroke-width="1.3"/>'
+                 '<path d="M8 7 V11.5 M8 4.6 V5.6" stroke="#e6e6e6" stroke-width="1.5"/>'),
+    'TEXT': _svg('<path d="M3.5 2.5 H12.5 V13.5 H3.5 Z" fill="none" stroke="#e6e6e6" stroke-width="1.2"/>'
+                 '<path d="M5.5 5.5 H10.5 M5.5 8 H10.5 M5.5 10.5 H9" stroke="#e6e6e6" stroke-width="1.1"/>'),
+    'TRASH': _svg('<path d="M3 4.5 H13 M6 4.5 V3 H10 V4.5 M4.5 4.5 L5.3 13.5 H10.7 L11.5 4.5" fill="none" '
+                  'stroke="#e6e6e6" stroke-width="1.3"/>'),
+    'IMAGE_DATA': _svg('<path d="M2.5 3.5 H13.5 V12.5 H2.5 Z" fill="none" stroke="#e6e6e6" stroke-width="1.2"/>'
+                       '<path d="M3.5 11.5 L7 7.5 L9.5 10 L11 8.5 L12.5 11.5 Z" fill="#e6e6e6"/>'),
+    'SHADING_RENDERED': _svg('<circle cx="8" cy="8" r="5.5" fill="#9a9a9a"/>'
+                             '<path d="M8 2.5 A5.5 5.5 0 0 1 8 13.5 Z" fill="#e6e6e6"/>'),
+    'HIDE_OFF': _svg('<path d="M1.5 8 C4 3.5 12 3.5 14.5 8 C12 12.5 4 12.5 1.5 8 Z" fill="none" stroke="#e6e6e6" '
+                     'stroke-width="1.3"/><circle cx="8" cy="8" r="2.2" fill="#e6e6e6"/>'),
+    'HIDE_ON': _svg('<path d="M1.5 8 C4 12 12 12 14.5 8" fill="none" stroke="#9a9a9a" stroke-width="1.3"/>'),
 }
 
 
@@ -307,7 +360,23 @@ def widget_html(node, layout, in_row):
         return f'<div class="{cls}" title="{esc(d["idname"])}"{style}>{icon_html(d["icon"])}{text}</div>'
     if node.kind == "prop":
         return prop_html(d, layout, style, in_row)
+    if node.kind == "list":
+        rows = "".join(
+            f'<div class="lrow{" on" if active else ""}">{layout_html(row, in_row=True)}</div>' for row, active in d["items"]
+        )
+        blank = "".join('<div class="lrow"></div>' for _ in range(max(0, d["rows"] - len(d["items"]))))
+        return f'<div class="ulist">{rows}{blank}</div>'
+    if node.kind == "image":
+        return f'<div class="thumb"><img src="{esc(image_uri(d["path"]))}"></div>'
+
     raise RecorderError(f"panel_figure: cannot draw a recorded {node.kind!r}")
+
+
+def image_uri(path):
+    import base64
+
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
 def prop_html(d, layout, style, in_row):
@@ -369,7 +438,8 @@ def layout_html(layout, in_row=False):
         else:
             parts.append(widget_html(child, layout, in_row=is_row))
     align = " align" if layout.align else ""
-    return f'<div class="{state_classes(layout, layout.kind + align)}">{"".join(parts)}</div>'
+    grid = f' style="grid-template-columns: repeat({layout.columns}, auto)"' if layout.kind == "grid" else ""
+    return f'<div class="{state_classes(layout, layout.kind + align)}"{grid}>{"".join(parts)}</div>'
 
 
 CSS = """
@@ -454,6 +524,13 @@ body { font-family: "Inter", "Liberation Sans", "DejaVu Sans", sans-serif; font-
             background: #1d1d1d; border: 1px solid #3a3a3a; border-radius: 4px; overflow: hidden; }
 .progress .fill { position: absolute; left: 0; top: 0; bottom: 0; background: #4772b3; }
 .progress .ptxt { position: relative; }
+.grid { display: grid; column-gap: 10px; row-gap: 0; font-size: 11px; }
+.grid .label { height: 18px !important; }
+.ulist { background: #1d1d1d; border: 1px solid #3a3a3a; border-radius: 4px; padding: 2px; }
+.lrow { height: 22px; border-radius: 3px; }
+.lrow.on { background: #334d80; }
+.lrow > .column > .row { display: flex; }
+.thumb img { width: 100%%; border-radius: 3px; display: block; }
 .caption { width: %(width)dpx; padding: 6px 8px 8px 8px; color: #9a9a9a; font-size: 10px; line-height: 1.35;
            background: #1d1d1d; font-style: italic; }
 """
@@ -565,6 +642,8 @@ def main(argv):
                         help="also draw the panel while a run is going, as <out>_running.png")
     parser.add_argument("--scale", type=float, default=2.0, help="device pixels per CSS px (default 2)")
     parser.add_argument("--html", action="store_true", help="keep the HTML beside each PNG")
+    parser.add_argument("--blend", help="draw this .blend's scene (e.g. out/demo/demo.blend, whose runs fill the "
+                                        "Runs panel) instead of a fresh demo scene")
     args = parser.parse_args(argv)
 
     chromium = find_chromium()
@@ -578,13 +657,15 @@ def main(argv):
     addon = load_addon()
     addon.register()
     try:
+        if args.blend:
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
         context = bpy.context
         scene = context.scene
-        obj = demo_scene.build(scene)
         settings = scene.splatdiff
-        settings.target = obj
-        settings.prompt = PROMPT
-        settings.negative_prompt = NEGATIVE_PROMPT
+        if not args.blend:
+            settings.target = demo_scene.build(scene)
+            settings.prompt = PROMPT
+            settings.negative_prompt = NEGATIVE_PROMPT
 
         outs = [(args.out, False)]
         if args.running:

@@ -17,12 +17,12 @@ use splatdiff_diffusion::pipeline::{
     restyle, ConsistencyMode, ControlUnit, DiffusionConfig, Keyframe, Progress, RunControl, Stage,
 };
 use splatdiff_diffusion::scheduler::SchedulerKind;
-use splatdiff_scene::atomic::write_bytes_atomic;
-use splatdiff_scene::maps::read_float_exr;
-use splatdiff_scene::transforms::{read_transforms, Frame};
 use splatdiff_pipeline::metrics::{keyframe_pairs, reprojection_error};
 use splatdiff_propagate::geometry::FrameGeometry;
 use splatdiff_propagate::image::Image;
+use splatdiff_scene::atomic::write_bytes_atomic;
+use splatdiff_scene::maps::read_float_exr;
+use splatdiff_scene::transforms::{read_transforms, Frame};
 use splatdiff_scene::{Camera, FloatMap};
 
 #[derive(Args)]

@@ -105,8 +105,11 @@ fn import_capture(work: &WorkDir, source: &Path) -> Result<()> {
     for frame in &mut dataset.frames {
         let name = frame.name.clone();
         frame.image_path = copy(&frame.image_path, "images", &name)?;
-        frame.file_path = frame.image_path.strip_prefix(&staging).expect("inside staging").to_string_lossy().into_owned();
-        for (path, sub) in [(&mut frame.depth_path, "depth"), (&mut frame.normal_path, "normal"), (&mut frame.mask_path, "mask")] {
+        frame.file_path =
+            frame.image_path.strip_prefix(&staging).expect("inside staging").to_string_lossy().into_owned();
+        for (path, sub) in
+            [(&mut frame.depth_path, "depth"), (&mut frame.normal_path, "normal"), (&mut frame.mask_path, "mask")]
+        {
             if let Some(p) = path.as_mut() {
                 *p = copy(p, sub, &name)?;
             }

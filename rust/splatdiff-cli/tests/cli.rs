@@ -49,7 +49,13 @@ fn bad_input_exits_non_zero_naming_the_file() {
 
     let config = dir.path().join("run.json");
     std::fs::write(&config, r#"{"stylize": {"kind": "external"}}"#).unwrap();
-    let run = splatdiff(&["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--work".as_ref(), dir.path().as_os_str()]);
+    let run = splatdiff(&[
+        "run".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--work".as_ref(),
+        dir.path().as_os_str(),
+    ]);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("no finished capture"));
 }

@@ -42,7 +42,9 @@ fn run_from_a_config_file_twice() {
     let out = text(&first);
     assert!(out.contains("render-2: done") && out.contains("report:"), "{out}");
     let work = dir.path().join("work");
-    for file in ["report/index.html", "report/report.md", "report/metrics.json", "train-2/model.ply", "render-2/turntable.gif"] {
+    for file in
+        ["report/index.html", "report/report.md", "report/metrics.json", "train-2/model.ply", "render-2/turntable.gif"]
+    {
         assert!(work.join(file).is_file(), "{file} missing");
     }
     let metrics: serde_json::Value =
@@ -57,7 +59,8 @@ fn run_from_a_config_file_twice() {
     assert!(out.contains("train-2: reused") && !out.contains(": done"), "{out}");
 
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"work": "w", "stylize": {"kind": "exemplar", "style_image": "s.png"}, "iteratons": 2}"#).unwrap();
+    std::fs::write(&bad, r#"{"work": "w", "stylize": {"kind": "exemplar", "style_image": "s.png"}, "iteratons": 2}"#)
+        .unwrap();
     let run = splatdiff(&["run".as_ref(), "--config".as_ref(), bad.as_os_str()]);
     assert_eq!(run.status.code(), Some(1));
     assert!(text(&run).contains("bad.json") && text(&run).contains("iteratons"), "{}", text(&run));

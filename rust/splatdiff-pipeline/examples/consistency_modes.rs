@@ -52,10 +52,9 @@ fn albedo(p: Vec3) -> Rgb<u8> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let model_path = args
-        .get(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../splatdiff-diffusion/tests/fixtures/tiny-sd15"));
+    let model_path = args.get(1).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../splatdiff-diffusion/tests/fixtures/tiny-sd15")
+    });
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
 
     let mesh = cube();
@@ -88,7 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let measure = |images: &[RgbImage]| -> Result<f64, Box<dyn std::error::Error>> {
         let images = images
             .iter()
-            .map(|i| Image::from_data(SIZE as usize, SIZE as usize, 3, i.as_raw().iter().map(|&v| v as f32 / 255.0).collect()))
+            .map(|i| {
+                Image::from_data(
+                    SIZE as usize,
+                    SIZE as usize,
+                    3,
+                    i.as_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let geoms: Vec<&FrameGeometry> = geometries.iter().collect();
         let refs: Vec<&Image> = images.iter().collect();

@@ -139,7 +139,10 @@ impl Job {
             outcome: Mutex::new(None),
             log: tx,
         });
-        let ctx = JobContext { shared: shared.clone(), stage: Mutex::new(StageClock { span: (0.0, 1.0), started: Instant::now() }) };
+        let ctx = JobContext {
+            shared: shared.clone(),
+            stage: Mutex::new(StageClock { span: (0.0, 1.0), started: Instant::now() }),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("splatdiff-{name}"))
             .spawn(move || {

@@ -16,7 +16,10 @@ const BACKGROUND: [f32; 3] = [0.18, 0.18, 0.18];
 /// background, as RGB.
 fn thumbnail(image: &Image, side: usize) -> Image {
     let scale = side as f32 / image.width.max(image.height) as f32;
-    let (w, h) = (((image.width as f32 * scale).round() as usize).max(1), ((image.height as f32 * scale).round() as usize).max(1));
+    let (w, h) = (
+        ((image.width as f32 * scale).round() as usize).max(1),
+        ((image.height as f32 * scale).round() as usize).max(1),
+    );
     let mut small = image.clone();
     while small.width >= 2 * w && small.height >= 2 * h {
         small = small.downsample();
@@ -66,7 +69,8 @@ pub fn write_turntable_gif(path: &Path, frames: &[Image], side: usize, fps: u32)
         .iter()
         .map(|f| {
             let t = thumbnail(f, side);
-            let bytes: Vec<u8> = t.data.chunks_exact(3).flat_map(|p| [to_u8(p[0]), to_u8(p[1]), to_u8(p[2]), 255]).collect();
+            let bytes: Vec<u8> =
+                t.data.chunks_exact(3).flat_map(|p| [to_u8(p[0]), to_u8(p[1]), to_u8(p[2]), 255]).collect();
             Frame::from_parts(RgbaImage::from_raw(t.width as u32, t.height as u32, bytes).expect("sized"), 0, 0, delay)
         })
         .collect();

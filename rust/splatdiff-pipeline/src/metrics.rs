@@ -63,7 +63,10 @@ pub fn similarity(a: &[&Image], b: &[&Image], masks: &[&[f32]]) -> Option<Simila
         return None;
     }
     let n = scores.len() as f64;
-    Some(Similarity { psnr: scores.iter().map(|s| s.0).sum::<f64>() / n, ssim: scores.iter().map(|s| s.1).sum::<f64>() / n })
+    Some(Similarity {
+        psnr: scores.iter().map(|s| s.0).sum::<f64>() / n,
+        ssim: scores.iter().map(|s| s.1).sum::<f64>() / n,
+    })
 }
 
 #[cfg(test)]

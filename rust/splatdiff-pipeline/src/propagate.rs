@@ -64,7 +64,12 @@ impl Stage for PropagateStage<'_> {
         let images: Vec<&Image> = propagated.iter().map(|p| &p.image).collect();
         let consistency = reprojection_error(&geoms, &images, &neighbour_pairs(images.len()));
         let coverage = propagated.iter().map(|p| p.coverage as f64).sum::<f64>() / propagated.len().max(1) as f64;
-        job.log(format!("{}: {} frames in {seconds:.1} s, keyframes see {:.1}% of the object", self.name(), propagated.len(), 100.0 * coverage));
+        job.log(format!(
+            "{}: {} frames in {seconds:.1} s, keyframes see {:.1}% of the object",
+            self.name(),
+            propagated.len(),
+            100.0 * coverage
+        ));
         Ok(json!({
             "transforms": "transforms.json",
             "frames": propagated.len(),

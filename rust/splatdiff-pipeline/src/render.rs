@@ -31,7 +31,13 @@ fn gpu_err(e: impl std::fmt::Display) -> PipelineError {
 /// most `max_side` when given) into `out`: `NAME.png` (straight RGBA),
 /// `depth/NAME.exr` and a `transforms.json` of the rendered views.
 /// Returns the renders as RGBA images, in frame order.
-pub fn render_views(model: &Path, frames: &[Frame], out: &Path, max_side: Option<u32>, job: &JobContext) -> Result<Vec<Image>> {
+pub fn render_views(
+    model: &Path,
+    frames: &[Frame],
+    out: &Path,
+    max_side: Option<u32>,
+    job: &JobContext,
+) -> Result<Vec<Image>> {
     let splats = Splats::from_gaussians(&read_splats(model)?);
     let gpu = GpuContext::new().map_err(gpu_err)?;
     let gpu_splats = GpuSplats::upload(&gpu, &splats).map_err(gpu_err)?;
@@ -117,13 +123,18 @@ impl Stage for RenderStage<'_> {
         let splat_reprojection = reprojection_error(&geoms, &refs, &neighbour_pairs(refs.len()));
 
         let propagated_dir = ctx.work.stage_dir(&format!("propagate-{n}")).join("images");
-        let held: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| self.held_out.contains(&f.name)).map(|(i, _)| i).collect();
+        let held: Vec<usize> =
+            frames.iter().enumerate().filter(|(_, f)| self.held_out.contains(&f.name)).map(|(i, _)| i).collect();
         let truth = held
             .iter()
             .map(|&i| Ok(Image::read(&propagated_dir.join(format!("{}.png", frames[i].name)))?))
             .collect::<Result<Vec<_>>>()?;
         let masks: Vec<&[f32]> = held.iter().map(|&i| self.capture.frames[i].geometry.mask.as_slice()).collect();
-        let refit = similarity(&held.iter().map(|&i| &renders[i]).collect::<Vec<_>>(), &truth.iter().collect::<Vec<_>>(), &masks);
+        let refit = similarity(
+            &held.iter().map(|&i| &renders[i]).collect::<Vec<_>>(),
+            &truth.iter().collect::<Vec<_>>(),
+            &masks,
+        );
 
         let originals: Vec<&Image> = self.capture.frames.iter().map(|f| &f.render).collect();
         let all_masks: Vec<&[f32]> = self.capture.frames.iter().map(|f| f.geometry.mask.as_slice()).collect();

@@ -53,10 +53,16 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// A line plot of several series over iterations, as standalone SVG.
-fn line_plot(title: &str, y_label: &str, series: &[(&str, &str, Vec<Option<f64>>)], floor: Option<(&str, f64)>) -> String {
+fn line_plot(
+    title: &str,
+    y_label: &str,
+    series: &[(&str, &str, Vec<Option<f64>>)],
+    floor: Option<(&str, f64)>,
+) -> String {
     let (w, h, left, right, top, bottom) = (520.0, 260.0, 60.0, 150.0, 30.0, 40.0);
     let n = series.iter().map(|s| s.2.len()).max().unwrap_or(0).max(1);
-    let values: Vec<f64> = series.iter().flat_map(|s| s.2.iter().flatten().copied()).chain(floor.map(|f| f.1)).collect();
+    let values: Vec<f64> =
+        series.iter().flat_map(|s| s.2.iter().flatten().copied()).chain(floor.map(|f| f.1)).collect();
     let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
@@ -83,21 +89,42 @@ fn line_plot(title: &str, y_label: &str, series: &[(&str, &str, Vec<Option<f64>>
     for i in 0..n {
         let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, px(i), h - bottom + 16.0, i + 1);
     }
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">iteration</text>"#, (left + w - right) / 2.0, h - 6.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">iteration</text>"#,
+        (left + w - right) / 2.0,
+        h - 6.0
+    );
     if let Some((label, v)) = floor {
-        let _ = writeln!(svg, r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#999" stroke-dasharray="4 3"/>"##, w - right, y = py(v));
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#999" stroke-dasharray="4 3"/>"##,
+            w - right,
+            y = py(v)
+        );
         let _ = writeln!(svg, r##"<text x="{}" y="{}" fill="#777">{label}</text>"##, w - right + 6.0, py(v) + 4.0);
     }
     for (k, (label, colour, values)) in series.iter().enumerate() {
         let points: Vec<String> =
             values.iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", px(i), py(v)))).collect();
-        let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, points.join(" "));
+        let _ = writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+            points.join(" ")
+        );
         for p in &points {
             let (x, y) = p.split_once(',').expect("formatted with a comma");
             let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#);
         }
         let ly = top + 14.0 * k as f64 + 10.0;
-        let _ = writeln!(svg, r#"<rect x="{}" y="{}" width="10" height="3" fill="{colour}"/><text x="{}" y="{}">{label}</text>"#, w - right + 6.0, ly - 4.0, w - right + 20.0, ly);
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="10" height="3" fill="{colour}"/><text x="{}" y="{}">{label}</text>"#,
+            w - right + 6.0,
+            ly - 4.0,
+            w - right + 20.0,
+            ly
+        );
     }
     svg.push_str("</svg>\n");
     svg
@@ -117,7 +144,8 @@ fn html_escape(s: &str) -> String {
 
 /// The two plots: reprojection error and PSNR over iterations.
 fn plots(input: &ReportInput) -> (String, String) {
-    let col = |f: fn(&IterationMetrics) -> Option<f64>| input.iterations.iter().map(|i| f(&i.metrics)).collect::<Vec<_>>();
+    let col =
+        |f: fn(&IterationMetrics) -> Option<f64>| input.iterations.iter().map(|i| f(&i.metrics)).collect::<Vec<_>>();
     let reprojection = line_plot(
         "Reprojection error (lower = more consistent)",
         "mean |RGB difference|",
@@ -197,8 +225,17 @@ pub fn write_report(work: &Path, input: &ReportInput) -> Result<Value> {
     md.push_str("\n![Reprojection error](reprojection.svg)\n\n![PSNR](quality.svg)\n\n");
     for it in input.iterations {
         let _ = writeln!(md, "## Iteration {} (strength {:.2})\n", it.index, it.strength);
-        let _ = writeln!(md, "Keyframes {}: before (top) and after (bottom)\n\n![keyframes](../{})\n", it.keyframes.join(", "), it.keyframe_sheet);
-        let _ = writeln!(md, "Splat renders of every view\n\n![contact sheet](../{})\n\n![turntable](../{})\n\nSplats: `{}`\n", it.contact_sheet, it.turntable, it.splats);
+        let _ = writeln!(
+            md,
+            "Keyframes {}: before (top) and after (bottom)\n\n![keyframes](../{})\n",
+            it.keyframes.join(", "),
+            it.keyframe_sheet
+        );
+        let _ = writeln!(
+            md,
+            "Splat renders of every view\n\n![contact sheet](../{})\n\n![turntable](../{})\n\nSplats: `{}`\n",
+            it.contact_sheet, it.turntable, it.splats
+        );
     }
     let _ = writeln!(md, "## Settings\n\n```json\n{settings}\n```");
 
@@ -229,7 +266,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
             sp = html_escape(&it.splats)
         );
     }
-    let _ = write!(html, "<h2>Settings</h2><pre>{}</pre></body></html>\n", html_escape(&settings));
+    let _ = writeln!(html, "<h2>Settings</h2><pre>{}</pre></body></html>", html_escape(&settings));
 
     write_bytes_atomic(&dir.join("report.md"), md.as_bytes())?;
     write_bytes_atomic(&dir.join("index.html"), html.as_bytes())?;
@@ -237,6 +274,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
         "capture_reprojection": input.capture_reprojection,
         "iterations": input.iterations,
     });
-    write_bytes_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes())?;
-    Ok(json!({ "html": dir.join("index.html"), "markdown": dir.join("report.md"), "metrics": dir.join("metrics.json") }))
+    write_bytes_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes(),
+    )?;
+    Ok(
+        json!({ "html": dir.join("index.html"), "markdown": dir.join("report.md"), "metrics": dir.join("metrics.json") }),
+    )
 }

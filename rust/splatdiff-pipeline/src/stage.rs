@@ -99,7 +99,10 @@ impl RunConfig {
             return Err(PipelineError::invalid(work.root(), "iterations must be at least 1"));
         }
         if !(self.strength_falloff > 0.0 && self.strength_falloff <= 1.0) {
-            return Err(PipelineError::invalid(work.root(), format!("strength_falloff {} is not within (0, 1]", self.strength_falloff)));
+            return Err(PipelineError::invalid(
+                work.root(),
+                format!("strength_falloff {} is not within (0, 1]", self.strength_falloff),
+            ));
         }
         Ok(stylizer)
     }
@@ -184,8 +187,13 @@ pub fn run_pipeline(work: &WorkDir, config: &RunConfig, job: &JobContext) -> Res
     let keyframes = config.keyframes.pick(names.len(), &capture_dir)?;
     let held_out = config.train.held_out(&names, &keyframes);
 
-    let mut runner =
-        Runner { work, job, restart_from: config.restart_from.as_deref(), restarting: false, stages: vec![json!({ "name": "capture", "status": "finished", "dir": capture_dir })] };
+    let mut runner = Runner {
+        work,
+        job,
+        restart_from: config.restart_from.as_deref(),
+        restarting: false,
+        stages: vec![json!({ "name": "capture", "status": "finished", "dir": capture_dir })],
+    };
     let points = runner.stage(&PointsStage { config: config.points.clone() }, (0.01, 0.03))?;
     let per = 0.97 / config.iterations as f32;
     let mut iterations = Vec::new();
@@ -222,7 +230,12 @@ pub fn run_pipeline(work: &WorkDir, config: &RunConfig, job: &JobContext) -> Res
             span(0.3, 0.4),
         )?;
         runner.stage(
-            &TrainStage { iteration: n, config: config.train.clone(), data: format!("propagate-{n}"), held_out: held_out.clone() },
+            &TrainStage {
+                iteration: n,
+                config: config.train.clone(),
+                data: format!("propagate-{n}"),
+                held_out: held_out.clone(),
+            },
             span(0.4, 0.9),
         )?;
         let rendered = runner.stage(

@@ -81,7 +81,13 @@ impl Stage for TrainStage {
             .collect();
         let points = ctx.work.stage_dir("points").join("points.ply");
         let init = init::from_points(&read_splats(&points)?).map_err(train_err)?;
-        job.log(format!("{}: {} images ({} held out), {} initial points", self.name(), images.len(), self.held_out.len(), init.len()));
+        job.log(format!(
+            "{}: {} images ({} held out), {} initial points",
+            self.name(),
+            images.len(),
+            self.held_out.len(),
+            init.len()
+        ));
         let gpu = GpuContext::new().map_err(|e| PipelineError::Stage { stage: "train", message: e.to_string() })?;
         job.log(format!("{}: GPU adapter {}", self.name(), gpu.adapter_name()));
         // Checkpoints live outside the staging folder (which a rerun empties),

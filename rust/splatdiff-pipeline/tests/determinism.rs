@@ -25,7 +25,10 @@ fn identical_inputs_give_identical_results() {
         let (work, truth) = support::work_with_capture(&root, 8, 32);
         truth.truth[1].write_png(&style).unwrap();
         let mut config = RunConfig {
-            stylize: Some(serde_json::from_value::<StylizerConfig>(serde_json::json!({"kind": "exemplar", "style_image": style})).unwrap()),
+            stylize: Some(
+                serde_json::from_value::<StylizerConfig>(serde_json::json!({"kind": "exemplar", "style_image": style}))
+                    .unwrap(),
+            ),
             ..Default::default()
         };
         config.keyframes.count = 3;
@@ -38,7 +41,11 @@ fn identical_inputs_give_identical_results() {
         results.push(work.root().to_path_buf());
     }
     for i in 0..8 {
-        for file in [format!("stylize-1/before/r_{i:03}.png"), format!("stylize-1/keys/r_{i:03}.png"), format!("propagate-1/images/r_{i:03}.png")] {
+        for file in [
+            format!("stylize-1/before/r_{i:03}.png"),
+            format!("stylize-1/keys/r_{i:03}.png"),
+            format!("propagate-1/images/r_{i:03}.png"),
+        ] {
             let Ok(a) = std::fs::read(results[0].join(&file)) else { continue };
             assert!(a == std::fs::read(results[1].join(&file)).unwrap(), "{file} differs between identical runs");
         }

@@ -100,7 +100,15 @@ fn external_edits_pause_resume_and_the_loop_measures_itself() {
     let it = &done["iterations"][0];
     let m = &it["metrics"];
     println!("iteration 1: {m}, capture {}", done["capture_reprojection"]);
-    for key in ["keyframe_reprojection", "propagated_reprojection", "splat_reprojection", "refit_psnr", "refit_ssim", "change_psnr", "change_ssim"] {
+    for key in [
+        "keyframe_reprojection",
+        "propagated_reprojection",
+        "splat_reprojection",
+        "refit_psnr",
+        "refit_ssim",
+        "change_psnr",
+        "change_ssim",
+    ] {
         assert!(m[key].as_f64().is_some_and(f64::is_finite), "{key}: {m}");
     }
     // The truth is consistent, so propagation from it is accurate and steady.
@@ -168,7 +176,9 @@ fn bad_run_configs_are_named() {
 
     let unknown = serde_json::from_value::<StylizerConfig>(json!({"kind": "magic"})).unwrap_err().to_string();
     assert!(unknown.contains("magic"), "{unknown}");
-    let typo = serde_json::from_value::<StylizerConfig>(json!({"kind": "exemplar", "style": "a.png"})).unwrap_err().to_string();
+    let typo = serde_json::from_value::<StylizerConfig>(json!({"kind": "exemplar", "style": "a.png"}))
+        .unwrap_err()
+        .to_string();
     assert!(typo.contains("style"), "{typo}");
     let err = run(&work, RunConfig { strength_falloff: 0.0, ..config(1, false) }).unwrap_err();
     assert!(err.contains("strength_falloff"), "{err}");

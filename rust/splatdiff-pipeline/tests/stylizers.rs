@@ -88,7 +88,8 @@ fn command_placeholders_reach_the_program_verbatim() {
         seen.display(),
         seen.display()
     );
-    stylize(&work, json!({"kind": "command", "command": command, "prompt": prompt, "seed": 7, "strength": 0.25})).unwrap();
+    stylize(&work, json!({"kind": "command", "command": command, "prompt": prompt, "seed": 7, "strength": 0.25}))
+        .unwrap();
     let seen = std::fs::read_to_string(seen).unwrap();
     assert_eq!(seen, format!("{prompt}7/0.25/r_000/{prompt}7/0.25/r_001/"));
 }
@@ -112,9 +113,13 @@ fn the_exemplar_stylizer_takes_the_style_and_strength_blends_it() {
         }
         s.map(|v| v / n)
     };
-    let (styled, before, target) = (mean(&key(&work, "keys", 0)), mean(&key(&work, "before", 0)), mean(&truth.truth[0]));
+    let (styled, before, target) =
+        (mean(&key(&work, "keys", 0)), mean(&key(&work, "before", 0)), mean(&truth.truth[0]));
     let dist = |a: [f64; 3], b: [f64; 3]| (0..3).map(|c| (a[c] - b[c]).powi(2)).sum::<f64>().sqrt();
-    assert!(dist(styled, target) < dist(before, target), "the look moved towards the style: {styled:?} {before:?} {target:?}");
+    assert!(
+        dist(styled, target) < dist(before, target),
+        "the look moved towards the style: {styled:?} {before:?} {target:?}"
+    );
 
     stylize(&work, json!({"kind": "exemplar", "style_image": style, "strength": 0.0})).unwrap();
     assert_eq!(key(&work, "keys", 0).data, key(&work, "before", 0).data, "strength 0 keeps the input");

@@ -41,9 +41,12 @@ impl CommandConfig {
             return Err(PipelineError::invalid("stylize", "no command given for the command stylizer"));
         }
         if !self.command.contains("{out}") {
-            return Err(PipelineError::invalid("stylize", format!("the command {:?} has no {{out}} placeholder for the image it writes", self.command)));
+            return Err(PipelineError::invalid(
+                "stylize",
+                format!("the command {:?} has no {{out}} placeholder for the image it writes", self.command),
+            ));
         }
-        if !(self.timeout_s > 0.0) {
+        if self.timeout_s.is_nan() || self.timeout_s <= 0.0 {
             return Err(PipelineError::invalid("stylize", format!("timeout_s {} must be positive", self.timeout_s)));
         }
         Ok(())
@@ -60,7 +63,14 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The command line for one keyframe.
-pub fn expand(template: &str, input: &Path, output: &Path, config: &CommandConfig, strength: f64, frame: &str) -> String {
+pub fn expand(
+    template: &str,
+    input: &Path,
+    output: &Path,
+    config: &CommandConfig,
+    strength: f64,
+    frame: &str,
+) -> String {
     template
         .replace("{in}", &shell_quote(&input.to_string_lossy()))
         .replace("{out}", &shell_quote(&output.to_string_lossy()))
@@ -122,7 +132,9 @@ impl Stylizer for CommandStylizer {
                 .stderr(log_file);
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let mut child = cmd.spawn().map_err(|e| PipelineError::invalid("stylize", format!("cannot start the command {line:?}: {e}")))?;
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| PipelineError::invalid("stylize", format!("cannot start the command {line:?}: {e}")))?;
             let started = Instant::now();
             let limit = Duration::from_secs_f64(self.config.timeout_s);
             let status = loop {
@@ -137,7 +149,10 @@ impl Stylizer for CommandStylizer {
                     kill_tree(&mut child);
                     return Err(PipelineError::invalid(
                         "stylize",
-                        format!("the command timed out after {} s on keyframe {} and was stopped: {line}", self.config.timeout_s, key.name),
+                        format!(
+                            "the command timed out after {} s on keyframe {} and was stopped: {line}",
+                            self.config.timeout_s, key.name
+                        ),
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -145,17 +160,27 @@ impl Stylizer for CommandStylizer {
             if !status.success() {
                 return Err(PipelineError::invalid(
                     "stylize",
-                    format!("the command failed ({status}) on keyframe {}: {line}; its output: {}", key.name, tail(&log)),
+                    format!(
+                        "the command failed ({status}) on keyframe {}: {line}; its output: {}",
+                        key.name,
+                        tail(&log)
+                    ),
                 ));
             }
             if !output.is_file() {
-                return Err(PipelineError::invalid(&output, format!("the command wrote no image for keyframe {}: {line}", key.name)));
+                return Err(PipelineError::invalid(
+                    &output,
+                    format!("the command wrote no image for keyframe {}: {line}", key.name),
+                ));
             }
             let image = Image::read(&output)?;
             if (image.width, image.height) != (key.image.width, key.image.height) {
                 return Err(PipelineError::invalid(
                     &output,
-                    format!("the command's image is {}x{}, the keyframe is {}x{}", image.width, image.height, key.image.width, key.image.height),
+                    format!(
+                        "the command's image is {}x{}, the keyframe is {}x{}",
+                        image.width, image.height, key.image.width, key.image.height
+                    ),
                 ));
             }
             out.push(image.to_rgb());

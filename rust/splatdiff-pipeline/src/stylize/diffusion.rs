@@ -6,11 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use splatdiff_diffusion::control::{canny_control, depth_control, lineart_control, normal_control, CannyParams, ControlKind, LineartParams};
+use splatdiff_diffusion::control::{
+    canny_control, depth_control, lineart_control, normal_control, CannyParams, ControlKind, LineartParams,
+};
 use splatdiff_diffusion::controlnet::{ControlNetModel, MultiControlNet};
 use splatdiff_diffusion::loader::LoadOptions;
 use splatdiff_diffusion::model::{ModelOptions, StableDiffusion};
-use splatdiff_diffusion::pipeline::{restyle, ConsistencyMode, ControlUnit, DiffusionConfig, Keyframe, Progress, RunControl, Stage};
+use splatdiff_diffusion::pipeline::{
+    restyle, ConsistencyMode, ControlUnit, DiffusionConfig, Keyframe, Progress, RunControl, Stage,
+};
 use splatdiff_diffusion::scheduler::SchedulerKind;
 use splatdiff_propagate::image::Image;
 use splatdiff_scene::maps::read_float_exr;
@@ -103,7 +107,10 @@ impl DiffusionStylizerConfig {
         }
         for c in &self.controlnets {
             if !c.model.is_dir() {
-                return Err(PipelineError::invalid(&c.model, format!("the {} ControlNet folder does not exist", c.kind)));
+                return Err(PipelineError::invalid(
+                    &c.model,
+                    format!("the {} ControlNet folder does not exist", c.kind),
+                ));
             }
         }
         self.diffusion_config(1).validate()?;
@@ -127,7 +134,13 @@ impl DiffusionStylizerConfig {
             controlnets: self
                 .controlnets
                 .iter()
-                .map(|c| ControlUnit { kind: c.kind, model: c.model.clone(), weight: c.weight, start: c.start, end: c.end })
+                .map(|c| ControlUnit {
+                    kind: c.kind,
+                    model: c.model.clone(),
+                    weight: c.weight,
+                    start: c.start,
+                    end: c.end,
+                })
                 .collect(),
         }
     }
@@ -143,7 +156,9 @@ fn over_background(image: &Image, background: [f32; 3]) -> RgbImage {
         let p = image.pixel(x as usize, y as usize);
         let a = if image.channels == 4 { p[3] } else { 1.0 };
         let rgb = image.rgb(y as usize * image.width + x as usize);
-        image::Rgb(std::array::from_fn(|c| ((rgb[c] * a + background[c] * (1.0 - a)).clamp(0.0, 1.0) * 255.0).round() as u8))
+        image::Rgb(std::array::from_fn(|c| {
+            ((rgb[c] * a + background[c] * (1.0 - a)).clamp(0.0, 1.0) * 255.0).round() as u8
+        }))
     })
 }
 
@@ -153,12 +168,17 @@ impl DiffusionStylizer {
         let frame = &ctx.capture.dataset.frames[index];
         let pass = |path: &'_ Option<PathBuf>, what: &str| -> Result<PathBuf> {
             path.clone().ok_or_else(|| {
-                PipelineError::invalid(&frame.image_path, format!("frame {} has no {what} pass for the {kind} ControlNet", frame.name))
+                PipelineError::invalid(
+                    &frame.image_path,
+                    format!("frame {} has no {what} pass for the {kind} ControlNet", frame.name),
+                )
             })
         };
         Ok(match kind {
             ControlKind::Depth => depth_control(&read_float_exr(&pass(&frame.depth_path, "depth")?)?)?,
-            ControlKind::Normal => normal_control(&read_float_exr(&pass(&frame.normal_path, "normal")?)?, &frame.camera)?,
+            ControlKind::Normal => {
+                normal_control(&read_float_exr(&pass(&frame.normal_path, "normal")?)?, &frame.camera)?
+            }
             ControlKind::Canny => canny_control(rgb, &CannyParams::default())?,
             ControlKind::Lineart => lineart_control(rgb, &LineartParams::default())?,
         })
@@ -174,7 +194,10 @@ impl Stylizer for DiffusionStylizer {
         // late iteration would leave none, so the schedule gets finer instead.
         if ctx.strength > 0.0 && (config.steps as f64 * ctx.strength) < 1.0 {
             let steps = (1.0 / ctx.strength).ceil() as usize;
-            job.log(format!("diffusion: strength {} runs no step of {}; using {steps} steps", ctx.strength, config.steps));
+            job.log(format!(
+                "diffusion: strength {} runs no step of {}; using {steps} steps",
+                ctx.strength, config.steps
+            ));
             config.steps = steps;
         }
         config.validate()?;
@@ -183,13 +206,20 @@ impl Stylizer for DiffusionStylizer {
             .iter()
             .map(|k| {
                 let rgb = over_background(k.image, config.background);
-                let controls = config.controlnets.iter().map(|c| self.control(c.kind, &rgb, k.index, ctx)).collect::<Result<Vec<_>>>()?;
+                let controls = config
+                    .controlnets
+                    .iter()
+                    .map(|c| self.control(c.kind, &rgb, k.index, ctx))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Keyframe { image: rgb, controls })
             })
             .collect::<Result<Vec<_>>>()?;
         job.set_message(format!("loading {}", config.model.display()));
         let device = candle_core::Device::Cpu;
-        let options = ModelOptions { load: LoadOptions { config_dir: config.config_from.clone(), prediction_type: None }, ..Default::default() };
+        let options = ModelOptions {
+            load: LoadOptions { config_dir: config.config_from.clone(), prediction_type: None },
+            ..Default::default()
+        };
         let mut model = StableDiffusion::load(&config.model, &options, &device)?;
         let nets = config
             .controlnets

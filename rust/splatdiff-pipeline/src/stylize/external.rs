@@ -33,7 +33,10 @@ Splat Diffusion panel, or run the pipeline again with --resume.\n";
 
 /// The edited file of `name` in `folder`, whichever image extension it has.
 fn find_edit(folder: &Path, name: &str) -> Option<PathBuf> {
-    ["png", "PNG", "jpg", "jpeg", "JPG", "JPEG"].iter().map(|x| folder.join(format!("{name}.{x}"))).find(|p| p.is_file())
+    ["png", "PNG", "jpg", "jpeg", "JPG", "JPEG"]
+        .iter()
+        .map(|x| folder.join(format!("{name}.{x}")))
+        .find(|p| p.is_file())
 }
 
 impl Stylizer for ExternalStylizer {
@@ -42,7 +45,8 @@ impl Stylizer for ExternalStylizer {
         if !ctx.resume {
             if !folder.is_dir() {
                 // Written to a hidden sibling first: a half-written edit folder never appears.
-                let tmp = folder.with_file_name(format!(".{}.tmp", folder.file_name().unwrap_or_default().to_string_lossy()));
+                let tmp =
+                    folder.with_file_name(format!(".{}.tmp", folder.file_name().unwrap_or_default().to_string_lossy()));
                 let _ = std::fs::remove_dir_all(&tmp);
                 std::fs::create_dir_all(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
                 for key in keys {
@@ -61,7 +65,10 @@ impl Stylizer for ExternalStylizer {
             });
         }
         if !folder.is_dir() {
-            return Err(PipelineError::invalid(folder, "the edit folder is missing: run without resume to write the keyframes again"));
+            return Err(PipelineError::invalid(
+                folder,
+                "the edit folder is missing: run without resume to write the keyframes again",
+            ));
         }
         let missing: Vec<&str> = keys.iter().filter(|k| find_edit(folder, k.name).is_none()).map(|k| k.name).collect();
         if !missing.is_empty() {
@@ -77,7 +84,10 @@ impl Stylizer for ExternalStylizer {
             if (image.width, image.height) != (key.image.width, key.image.height) {
                 return Err(PipelineError::invalid(
                     &path,
-                    format!("edited keyframe is {}x{}, the frame is {}x{}: keep the size", image.width, image.height, key.image.width, key.image.height),
+                    format!(
+                        "edited keyframe is {}x{}, the frame is {}x{}: keep the size",
+                        image.width, image.height, key.image.width, key.image.height
+                    ),
                 ));
             }
             out.push(image.to_rgb());

@@ -177,7 +177,10 @@ impl KeyframeConfig {
         frames.sort_unstable();
         frames.dedup();
         if let Some(bad) = frames.iter().find(|&&f| f >= n) {
-            return Err(PipelineError::invalid(capture, format!("keyframe {bad} does not exist: the capture has {n} frames (0..{})", n - 1)));
+            return Err(PipelineError::invalid(
+                capture,
+                format!("keyframe {bad} does not exist: the capture has {n} frames (0..{})", n - 1),
+            ));
         }
         Ok(frames)
     }
@@ -262,7 +265,11 @@ impl Stage for StylizeStage<'_> {
         let seconds = started.elapsed().as_secs_f64();
         let _ = std::fs::remove_dir_all(&scratch);
         if images.len() != keys.len() {
-            return Err(PipelineError::Internal(format!("stylizer returned {} images for {} keyframes", images.len(), keys.len())));
+            return Err(PipelineError::Internal(format!(
+                "stylizer returned {} images for {} keyframes",
+                images.len(),
+                keys.len()
+            )));
         }
         let (keys_dir, before_dir) = (ctx.out.join("keys"), ctx.out.join("before"));
         for dir in [&keys_dir, &before_dir] {
