@@ -149,12 +149,10 @@ class RecordingLayout:
         """A preview icon: drawn from the image file the add-on's previews loaded it from."""
         if kwargs:
             raise RecorderError(f"panel_figure: template_icon({', '.join(kwargs)}=...) is not supported")
-        from splatdiff import panels
-
-        paths = [key.rsplit("@", 1)[0] for key, preview in panels._previews.items() if preview.icon_id == icon_value]
-        if not paths:
-            raise RecorderError(f"panel_figure: icon {icon_value} is not one of the add-on's previews")
-        self.children.append(Node("image", path=paths[0], scale=scale))
+        path = THUMBNAILS.get(icon_value)
+        if path is None:
+            raise RecorderError(f"panel_figure: icon {icon_value} is not one of the add-on's thumbnails")
+        self.children.append(Node("image", path=path, scale=scale))
 
     # ------------------------------------------------------------ widgets
     def prop(self, data, property, text=None, slider=False, icon='NONE', **kwargs):
@@ -195,6 +193,7 @@ class RecordingLayout:
             raise RecorderError(f"panel_figure: operator {operator!r} is not registered") from None
         self.children.append(Node("operator", idname=operator, text=rna.name if text is None else text,
                                   icon=icon, emboss=emboss))
+        return OperatorProperties(rna)
 
     def label(self, text="", icon='NONE', **kwargs):
         if kwargs:
@@ -210,6 +209,31 @@ class RecordingLayout:
         if kwargs:
             raise RecorderError(f"panel_figure: UILayout.separator({', '.join(kwargs)}=...) is not supported")
         self.children.append(Node("separator", factor=factor))
+
+
+# Headless bpy has no icon system (every preview's icon_id is 0), so while
+# recording, the panels' thumbnail() hands out ids of its own, mapped to the
+# image files the panel asked for.
+THUMBNAILS = {}
+
+
+def recording_thumbnail(path):
+    if not path or not os.path.isfile(path):
+        return 0
+    icon = next((i for i, p in THUMBNAILS.items() if p == path), len(THUMBNAILS) + 1)
+    THUMBNAILS[icon] = path
+    return icon
+
+
+class OperatorProperties:
+    """What ``UILayout.operator()`` returns: accepts the operator's own properties only."""
+
+    def __init__(self, rna):
+        object.__setattr__(self, "_rna", rna)
+
+    def __setattr__(self, name, value):
+        if name not in self._rna.properties:
+            raise RecorderError(f"panel_figure: operator {self._rna.identifier} has no property {name!r}")
 
 
 class FakeList:
@@ -241,6 +265,7 @@ def record_panels(context):
     """[(panel class, recorded root layout)] for the main panel and its sub-panels, in draw order."""
     from splatdiff import panels
 
+    panels.thumbnail = recording_thumbnail
     main = panels.SPLATDIFF_PT_main
     ordered = [main] + [cls for cls in panels.classes if getattr(cls, "bl_parent_id", None) == main.bl_idname]
     recorded = []
@@ -662,7 +687,11 @@ def main(argv):
         context = bpy.context
         scene = context.scene
         settings = scene.splatdiff
-        if not args.blend:
+        if args.blend:
+            record = addon.history.active(scene)
+            if settings.target is None and record is not None:
+                settings.target = scene.objects.get(record.object_name)
+        else:
             settings.target = demo_scene.build(scene)
             settings.prompt = PROMPT
             settings.negative_prompt = NEGATIVE_PROMPT
