@@ -266,6 +266,8 @@ def test_operator_rejects_bad_input_and_changes_nothing(addon, sphere_scene, tmp
     props.stylizer, props.command = 'COMMAND', COPY_COMMAND
     if case == "none":
         props.target = None
+        for obj in bpy.context.scene.objects:  # else the selected mesh would be taken as the target
+            obj.select_set(False)
     elif case == "camera":
         bpy.context.scene.splatdiff["target"] = bpy.data.objects["Camera"]  # bypasses the UI poll
     elif case == "nofaces":
