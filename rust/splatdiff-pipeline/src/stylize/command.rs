@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use splatdiff_propagate::image::Image;
 
 use super::{KeyInput, StylizeContext, Stylized, Stylizer};
 use crate::error::{PipelineError, Result};
@@ -173,17 +172,7 @@ impl Stylizer for CommandStylizer {
                     format!("the command wrote no image for keyframe {}: {line}", key.name),
                 ));
             }
-            let image = Image::read(&output)?;
-            if (image.width, image.height) != (key.image.width, key.image.height) {
-                return Err(PipelineError::invalid(
-                    &output,
-                    format!(
-                        "the command's image is {}x{}, the keyframe is {}x{}",
-                        image.width, image.height, key.image.width, key.image.height
-                    ),
-                ));
-            }
-            out.push(image.to_rgb());
+            out.push(key.read_restyled(&output, "the command's image")?);
         }
         Ok(Stylized::Images(out))
     }

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use splatdiff_propagate::image::Image;
 
 use super::{KeyInput, StylizeContext, Stylized, Stylizer};
 use crate::error::{PipelineError, Result};
@@ -80,17 +79,7 @@ impl Stylizer for ExternalStylizer {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let path = find_edit(folder, key.name).expect("checked above");
-            let image = Image::read(&path)?;
-            if (image.width, image.height) != (key.image.width, key.image.height) {
-                return Err(PipelineError::invalid(
-                    &path,
-                    format!(
-                        "edited keyframe is {}x{}, the frame is {}x{}: keep the size",
-                        image.width, image.height, key.image.width, key.image.height
-                    ),
-                ));
-            }
-            out.push(image.to_rgb());
+            out.push(key.read_restyled(&path, "the edited keyframe")?);
         }
         Ok(Stylized::Images(out))
     }

@@ -41,6 +41,25 @@ pub struct KeyInput<'a> {
     pub image: &'a Image,
 }
 
+impl KeyInput<'_> {
+    /// Reads, as RGB, an image restyled for this keyframe outside splatdiff
+    /// (a user's edit, a program's output); one of another size is an error
+    /// naming `path`, `what` saying whose image it is.
+    pub fn read_restyled(&self, path: &Path, what: &str) -> Result<Image> {
+        let image = Image::read(path)?;
+        if (image.width, image.height) != (self.image.width, self.image.height) {
+            return Err(PipelineError::invalid(
+                path,
+                format!(
+                    "{what} is {}x{}, the keyframe is {}x{}: keep the size",
+                    image.width, image.height, self.image.width, self.image.height
+                ),
+            ));
+        }
+        Ok(image.to_rgb())
+    }
+}
+
 /// What a stylizer produced.
 pub enum Stylized {
     /// One image per keyframe, in input order, of the keyframes' size (RGB
