@@ -13,8 +13,7 @@ use splatdiff_propagate::metrics::psnr_masked;
 
 #[test]
 fn identical_inputs_give_identical_results() {
-    if let Err(e) = splatdiff_render::gpu::GpuContext::new() {
-        println!("skipping: no GPU adapter for the train stage ({e})");
+    if !support::gpu_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -16,16 +16,6 @@ use splatdiff_propagate::metrics::psnr_masked;
 const FRAMES: usize = 12;
 const SIZE: u32 = 48;
 
-fn gpu_or_skip() -> bool {
-    match splatdiff_render::gpu::GpuContext::new() {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipping: no GPU adapter for the train stage ({e})");
-            false
-        }
-    }
-}
-
 fn work_with_capture(root: &Path) -> (WorkDir, support::common::Turntable) {
     support::work_with_capture(root, FRAMES, SIZE)
 }
@@ -63,7 +53,7 @@ fn statuses(result: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn external_edits_pause_resume_and_the_loop_measures_itself() {
-    if !gpu_or_skip() {
+    if !support::gpu_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
